@@ -1,0 +1,212 @@
+"""Service configuration: the `args` of the Ray Serve application in deployments/coe.yaml.
+
+Every model forbids unknown keys, so a typo in coe.yaml fails at start-up with the field's path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from router_service.errors import ConfigError
+
+EXPERT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ROUTED_MODEL_NAME = "coe"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CostConfig(_Strict):
+    """Dollars per million tokens."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0.0)
+    output_per_mtok: float = Field(default=0.0, ge=0.0)
+
+
+class ResourcesConfig(_Strict):
+    num_cpus: float = Field(default=1.0, ge=0.0)
+    num_gpus: float = Field(default=0.0, ge=0.0)
+    memory_gb: float | None = Field(default=None, gt=0.0)
+
+
+def looks_like_local_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~"))
+
+
+class ExpertConfig(_Strict):
+    id: str = Field(pattern=EXPERT_ID_PATTERN)
+    model: str = Field(min_length=1, description="Local path or HF id of the weights.")
+    build: str | None = Field(
+        default=None,
+        description="Recipe that creates the model files at `model` when they are missing (see router_service.models).",
+    )
+    description: str = ""
+    skills: list[str] = Field(default_factory=list)
+    generalist: bool = False
+    cost: CostConfig = Field(default_factory=CostConfig)
+    engine: dict[str, Any] = Field(default_factory=dict, description="vLLM AsyncEngineArgs keyword arguments.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    num_replicas: int = Field(default=1, ge=1)
+    max_ongoing_requests: int = Field(default=32, ge=1)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == ROUTED_MODEL_NAME:
+            raise ValueError(f"'{ROUTED_MODEL_NAME}' is reserved for the routed endpoint")
+        return value
+
+    @model_validator(mode="after")
+    def _local_model_exists(self) -> "ExpertConfig":
+        if looks_like_local_path(self.model) and self.build is None:
+            path = Path(os.path.expanduser(self.model))
+            if not path.exists():
+                raise ValueError(f"model path '{self.model}' does not exist (and no `build` recipe can create it)")
+        return self
+
+    def resolved_model(self, base_dir: Path | None = None) -> str:
+        """Absolute model path for local models (replicas may not share our cwd); HF ids unchanged."""
+        if not looks_like_local_path(self.model):
+            return self.model
+        path = Path(os.path.expanduser(self.model))
+        if not path.is_absolute():
+            path = (base_dir or Path.cwd()) / path
+        return str(path.resolve())
+
+
+class KeywordRule(_Strict):
+    expert: str
+    keywords: list[str] = Field(min_length=1)
+
+
+class RouterConfig(_Strict):
+    strategy: str = "keyword"
+    artifact: str | None = Field(default=None, description="Fitted router file from `python -m router_service.fit`.")
+    default_expert: str | None = Field(default=None, description="Generalist used when the router is unsure.")
+    cost_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    top_k: int = Field(default=1, ge=1, le=16)
+    confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    category_map: dict[str, str] = Field(default_factory=dict)
+    rules: list[KeywordRule] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict, description="Extra strategy constructor arguments.")
+    allow_fallback: bool = Field(default=True, description="On expert failure, retry on the next-best expert.")
+    embedder: str = "all-MiniLM-L6-v2"
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from router_service.strategies.base import known_strategies
+
+        if value not in known_strategies():
+            raise ValueError(f"unknown strategy '{value}'; known: {', '.join(known_strategies())}")
+        return value
+
+
+class AggregationConfig(_Strict):
+    enabled: bool = False
+    method: Literal["vote", "synthesize"] = "vote"
+    aggregator: str | None = None
+    max_experts: int = Field(default=3, ge=1)
+
+
+class ServerConfig(_Strict):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    max_tokens_limit: int = Field(default=4096, ge=1)
+    default_max_tokens: int = Field(default=256, ge=1)
+    request_timeout_s: float = Field(default=120.0, gt=0.0)
+    api_keys: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> "ServerConfig":
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("default_max_tokens must not exceed max_tokens_limit")
+        return self
+
+
+class RouterDeploymentConfig(_Strict):
+    num_cpus: float = Field(default=0.5, ge=0.0)
+    num_replicas: int = Field(default=1, ge=1)
+    max_ongoing_requests: int = Field(default=256, ge=1)
+
+
+class ServiceConfig(_Strict):
+    experts: list[ExpertConfig] = Field(min_length=1)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "ServiceConfig":
+        ids = [e.id for e in self.experts]
+        seen: set[str] = set()
+        for index, expert_id in enumerate(ids):
+            if expert_id in seen:
+                raise ValueError(f"experts[{index}].id: duplicate expert id '{expert_id}'")
+            seen.add(expert_id)
+        known = ", ".join(ids)
+
+        def check(field: str, expert_id: str | None) -> None:
+            if expert_id is not None and expert_id not in seen:
+                raise ValueError(f"{field}: '{expert_id}' is not a configured expert (experts: {known})")
+
+        check("router.default_expert", self.router.default_expert)
+        for category, expert_id in self.router.category_map.items():
+            check(f"router.category_map.{category}", expert_id)
+        for index, rule in enumerate(self.router.rules):
+            check(f"router.rules[{index}].expert", rule.expert)
+        check("aggregation.aggregator", self.aggregation.aggregator)
+        if self.aggregation.method == "synthesize" and self.aggregation.aggregator is None:
+            raise ValueError("aggregation.aggregator: required when aggregation.method is 'synthesize'")
+        return self
+
+    @property
+    def expert_ids(self) -> list[str]:
+        return [e.id for e in self.experts]
+
+    def expert(self, expert_id: str) -> ExpertConfig:
+        for expert in self.experts:
+            if expert.id == expert_id:
+                return expert
+        raise KeyError(expert_id)
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ""
+        for item in err.get("loc", ()):
+            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+        where = f"{prefix}{'.' if prefix and loc else ''}{loc}" or prefix or "<root>"
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_service_config(args: dict[str, Any] | ServiceConfig) -> ServiceConfig:
+    """Validate application args; raise ConfigError whose message names each offending field."""
+    if isinstance(args, ServiceConfig):
+        return args
+    try:
+        return ServiceConfig.model_validate(args or {})
+    except ValidationError as exc:
+        raise ConfigError("Invalid CoE config (applications[].args):\n" + format_validation_error(exc)) from None
+
+
+def load_serve_config(path: str | Path, app_name: str | None = None) -> ServiceConfig:
+    """Read a Ray Serve config file (coe.yaml) and validate the CoE application's args."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    apps = (data or {}).get("applications") or []
+    for app in apps:
+        if app_name is None or app.get("name") == app_name:
+            return parse_service_config(app.get("args") or {})
+    raise ConfigError(f"{path}: no application{' named ' + app_name if app_name else ''} found")

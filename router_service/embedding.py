@@ -1,0 +1,93 @@
+"""Prompt embedders. Strategies receive one by injection; they never load models themselves.
+
+`SentenceTransformerEmbedder` is the real one (all-MiniLM-L6-v2 shipped inside a PyPI wheel, so no
+hub access). `HashingEmbedder` is a small deterministic embedder for tests and quick experiments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return an (n, dim) float32 array of L2-normalised embeddings."""
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model loaded lazily from a local path (default: the all-MiniLM-L6-v2 wheel)."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER, path: str | None = None, batch_size: int = 64,
+                 device: str = "cpu") -> None:
+        self.name = name
+        self.path = path
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _resolve_path(self) -> str:
+        if self.path:
+            return self.path
+        if self.name == DEFAULT_EMBEDDER:
+            from all_minilm_l6_v2 import get_model_path
+
+            return str(get_model_path())
+        # Any other name must be a local directory: there is no model hub here.
+        return self.name
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(self._resolve_path(), device=self.device)
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._load()
+        vectors = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                               normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class HashingEmbedder:
+    """Deterministic bag of hashed word and character n-grams; no model files, same vector for same text."""
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+
+    def _features(self, text: str) -> list[str]:
+        lowered = text.lower()
+        words = lowered.split()
+        grams = [f"w:{w}" for w in words]
+        padded = f" {lowered} "
+        grams += [f"c:{padded[i:i + 3]}" for i in range(max(len(padded) - 2, 0))]
+        return grams
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for gram in self._features(text):
+                digest = hashlib.blake2b(gram.encode(), digest_size=8).digest()
+                h = int.from_bytes(digest, "little")
+                out[row, h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return out / norms
+
+
+def make_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
+    if name.startswith("hashing-"):
+        return HashingEmbedder(dim=int(name.split("-", 1)[1]))
+    return SentenceTransformerEmbedder(name=name)

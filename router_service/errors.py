@@ -1,0 +1,145 @@
+"""One exception tree for the service, and the single place that turns it into an OpenAI error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from router_service.schema import ErrorInfo, ErrorResponse
+
+
+class CoEError(Exception):
+    """Base error. Subclasses fix the HTTP status and the OpenAI error `type`."""
+
+    status_code: int = 500
+    error_type: str = "internal_error"
+    default_code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers = headers or {}
+
+
+class InvalidRequestError(CoEError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(CoEError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class ModelNotFoundError(CoEError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "model_not_found"
+
+
+class RouteNotFoundError(CoEError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class MethodNotAllowedError(CoEError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class RequestTooLargeError(CoEError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimitError(CoEError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "overloaded"
+
+
+class ExpertError(CoEError):
+    """An expert raised while generating."""
+
+    status_code = 502
+    error_type = "expert_error"
+    default_code = "expert_failed"
+
+
+class ExpertUnavailableError(CoEError):
+    """No expert that could serve the request is up."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "expert_unavailable"
+
+
+class ExpertTimeoutError(CoEError):
+    status_code = 504
+    error_type = "timeout_error"
+    default_code = "expert_timeout"
+
+
+class ConfigError(CoEError):
+    """A bad coe.yaml or artifact; raised at start-up, never for a request."""
+
+    status_code = 500
+    error_type = "config_error"
+
+
+class NotFittedError(CoEError, ValueError, AttributeError):
+    """A learned strategy was used before `fit` (same bases as scikit-learn's NotFittedError)."""
+
+    status_code = 500
+    error_type = "internal_error"
+    default_code = "router_not_fitted"
+
+
+def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
+    parts: list[str] = []
+    for item in loc:
+        if item in ("body",):
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or None
+
+
+def validation_error_to_coe(exc: ValidationError | Any) -> InvalidRequestError:
+    """Turn a pydantic/FastAPI validation error into a 400 that names the first bad field."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    if not errors:
+        return InvalidRequestError(str(exc))
+    first = errors[0]
+    param = _param_from_loc(tuple(first.get("loc", ())))
+    msg = first.get("msg", "invalid value")
+    if param:
+        message = f"Invalid value for '{param}': {msg}"
+    else:
+        message = f"Invalid request body: {msg}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error(s))"
+    return InvalidRequestError(message, param=param, code="invalid_value")
+
+
+def to_error_response(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str]]:
+    """Map any exception to (HTTP status, OpenAI error body, extra headers). The one place this happens."""
+    if isinstance(exc, ValidationError):
+        exc = validation_error_to_coe(exc)
+    if isinstance(exc, CoEError):
+        body = ErrorResponse(error=ErrorInfo(message=exc.message, type=exc.error_type,
+                                             param=exc.param, code=exc.code))
+        return exc.status_code, body, dict(exc.headers)
+    body = ErrorResponse(error=ErrorInfo(message="Internal server error", type="internal_error",
+                                         param=None, code="internal_error"))
+    return 500, body, {}

@@ -1,0 +1,3 @@
+from router_service.experts.base import ExpertBackend
+
+__all__ = ["ExpertBackend"]

@@ -1,0 +1,26 @@
+"""The one interface the service talks to experts through (like httpx's transport).
+
+Implementations: `vllm_engine.VLLMEngineBackend` (in-process vLLM engine), `fake.FakeExpertBackend`
+(tests), and the Ray adapter in `deployments/` (calls an expert deployment through its handle).
+Errors from a backend's own stack are mapped at this boundary to `router_service.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Protocol, runtime_checkable
+
+from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+
+
+@runtime_checkable
+class ExpertBackend(Protocol):
+    expert_id: str
+
+    async def chat(self, request: ExpertRequest) -> ExpertReply:
+        """Generate a whole answer."""
+
+    def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
+        """Generate an answer piece by piece; the last delta carries finish_reason and token counts."""
+
+    async def health(self) -> bool:
+        """True when the expert can take requests."""

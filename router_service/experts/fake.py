@@ -1,0 +1,63 @@
+"""A fake expert for tests: same interface as the real one, deterministic, and countable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Callable
+
+from router_service.errors import ExpertError
+from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+
+
+def _default_answer(expert_id: str, request: ExpertRequest) -> str:
+    last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    return f"[{expert_id}] {last_user}"
+
+
+class FakeExpertBackend:
+    """Answers with `answer(expert_id, request)`; can be slow (`delay_s`) or fail (`fail`)."""
+
+    def __init__(self, expert_id: str, *, answer: Callable[[str, ExpertRequest], str] | None = None,
+                 delay_s: float = 0.0, fail: bool = False, chunk_chars: int = 4) -> None:
+        self.expert_id = expert_id
+        self.answer = answer or _default_answer
+        self.delay_s = delay_s
+        self.fail = fail
+        self.chunk_chars = chunk_chars
+        self.calls = 0
+        self.cancelled = 0
+
+    def _text(self, request: ExpertRequest) -> str:
+        text = self.answer(self.expert_id, request)
+        words = text.split(" ")
+        return " ".join(words[: max(request.params.max_tokens, 1)])
+
+    @staticmethod
+    def _tokens(text: str) -> int:
+        return max(len(text.split()), 1) if text else 0
+
+    async def chat(self, request: ExpertRequest) -> ExpertReply:
+        self.calls += 1
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.fail:
+            raise ExpertError(f"expert '{self.expert_id}' failed (fake failure)")
+        text = self._text(request)
+        prompt = sum(self._tokens(m.content) for m in request.messages)
+        return ExpertReply(self.expert_id, text, "stop", prompt, self._tokens(text))
+
+    async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
+        reply = await self.chat(request)
+        text = reply.text
+        pieces = [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)] or [""]
+        for piece in pieces[:-1]:
+            yield ExpertDelta(piece)
+            await asyncio.sleep(0)
+        yield ExpertDelta(pieces[-1], reply.finish_reason, reply.prompt_tokens, reply.completion_tokens)
+
+    async def health(self) -> bool:
+        return not self.fail

@@ -1,0 +1,162 @@
+"""The routing-strategy interface (scikit-learn conventions) and the name → class registry.
+
+A decision depends only on the query and the fitted state: `route_batch` exists for speed, never to
+let one prompt's routing see another's.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from router_service.errors import InvalidRequestError, NotFittedError
+from router_service.types import ExpertCard, Query, RoutingDecision
+
+if TYPE_CHECKING:
+    from router_service.embedding import Embedder
+    from router_service.table import RoutingTable
+
+# Names to "module:Class". Adding a strategy is one line here, never an if/elif factory.
+_REGISTRY: dict[str, str] = {
+    "fixed": "router_service.strategies.rules:FixedStrategy",
+    "keyword": "router_service.strategies.rules:KeywordStrategy",
+    "random": "router_service.strategies.baselines:RandomStrategy",
+    "best_single": "router_service.strategies.baselines:BestSingleStrategy",
+    "category": "router_service.strategies.category:CategoryStrategy",
+    "skill": "router_service.strategies.skill:SkillStrategy",
+    "cost_aware": "router_service.strategies.cost_aware:CostAwareStrategy",
+}
+
+
+def known_strategies() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def strategy_class(name: str) -> type["RoutingStrategy"]:
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise InvalidRequestError(
+            f"unknown strategy '{name}'; known strategies: {', '.join(known_strategies())}",
+            param="routing.strategy", code="unknown_strategy") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def get_strategy(name: str, **params: Any) -> "RoutingStrategy":
+    return strategy_class(name)(**params)
+
+
+class RoutingStrategy(abc.ABC):
+    """Base class. `__init__` stores parameters only; `fit` learns attributes ending in `_`."""
+
+    name: ClassVar[str] = "base"
+    learned: ClassVar[bool] = False
+    needs_embedding: ClassVar[bool] = False
+    # True when the strategy trades quality against cost with `cost_weight` (λ).
+    has_tradeoff: ClassVar[bool] = False
+
+    def __init__(self, *, top_k: int = 1) -> None:
+        self.top_k = top_k
+        self.embedder: "Embedder | None" = None
+
+    # -- learning -----------------------------------------------------------------------------
+    def fit(self, table: "RoutingTable") -> "RoutingStrategy":
+        self.models_ = list(table.models)
+        return self
+
+    def set_embedder(self, embedder: "Embedder | None") -> "RoutingStrategy":
+        self.embedder = embedder
+        return self
+
+    def is_fitted(self) -> bool:
+        return not self.learned or hasattr(self, "models_")
+
+    def check_fitted(self) -> None:
+        if not self.is_fitted():
+            raise NotFittedError(f"strategy '{self.name}' is not fitted; call fit() or load an artifact")
+
+    @property
+    def fitted_experts(self) -> list[str] | None:
+        """Expert ids the fitted state knows, or None for strategies that work with any expert."""
+        return getattr(self, "models_", None) if self.learned else None
+
+    # -- embedding ----------------------------------------------------------------------------
+    def embed(self, queries: Sequence[Query]) -> np.ndarray:
+        """Embeddings of each query's own text (precomputed ones are reused)."""
+        missing = [i for i, q in enumerate(queries) if q.embedding is None]
+        if missing and self.embedder is None:
+            raise NotFittedError(f"strategy '{self.name}' needs an embedder; none was injected")
+        fresh = self.embedder.encode([queries[i].text for i in missing]) if missing else None
+        rows, k = [], 0
+        for q in queries:
+            if q.embedding is None:
+                rows.append(fresh[k])
+                k += 1
+            else:
+                rows.append(np.asarray(q.embedding, dtype=np.float32))
+        return np.vstack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def with_embeddings(self, queries: Sequence[Query]) -> list[Query]:
+        if not self.needs_embedding:
+            return list(queries)
+        vectors = self.embed(queries)
+        return [dataclasses.replace(q, embedding=v) for q, v in zip(queries, vectors)]
+
+    # -- routing ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def score_experts(self, query: Query, experts: Sequence[ExpertCard]) -> Mapping[str, float]:
+        """Higher is better. May include ids the fitted state knows but `experts` lacks."""
+
+    def explain(self, query: Query, experts: Sequence[ExpertCard]) -> dict[str, Any]:
+        """Strategy-specific explanation for the response's `routing.details`."""
+        return {}
+
+    def route(self, query: Query, experts: Sequence[ExpertCard]) -> RoutingDecision:
+        self.check_fitted()
+        if not experts:
+            raise ValueError("no experts to route to")
+        query = self.with_embeddings([query])[0]
+        scores = {k: float(v) for k, v in self.score_experts(query, experts).items()}
+        details = self.explain(query, experts)
+        return self._decide(query, experts, scores, details)
+
+    def route_batch(self, queries: Sequence[Query], experts: Sequence[ExpertCard]) -> list[RoutingDecision]:
+        """Same decisions as calling `route` on each query alone; embeds the batch in one call."""
+        queries = self.with_embeddings(queries)
+        return [self.route(q, experts) for q in queries]
+
+    def _decide(self, query: Query, experts: Sequence[ExpertCard], scores: dict[str, float],
+                details: dict[str, Any]) -> RoutingDecision:
+        present = {e.id: e for e in experts}
+        cost_rank = {e.id: e.input_cost_per_mtok + e.output_cost_per_mtok for e in experts}
+        ranked = sorted(scores, key=lambda i: (-scores[i], cost_rank.get(i, float("inf")), i))
+        fallback = []
+        chosen: list[str] = []
+        k = query.top_k or self.top_k
+        for expert_id in ranked:
+            if expert_id not in present:
+                if not chosen and len(fallback) < 3:
+                    fallback.append({"wanted": expert_id, "reason": "expert not configured; used next-best"})
+                continue
+            chosen.append(expert_id)
+            if len(chosen) >= k:
+                break
+        if not chosen:
+            # The fitted state knows none of the configured experts: fall back to the cheapest generalist.
+            generalists = [e for e in experts if e.generalist] or list(experts)
+            pick = min(generalists, key=lambda e: (cost_rank[e.id], e.id)).id
+            fallback.append({"wanted": ranked[0] if ranked else None,
+                             "reason": "no scored expert is configured; used generalist"})
+            chosen = [pick]
+        return RoutingDecision(
+            expert_ids=chosen,
+            scores={i: scores[i] for i in ranked if i in present},
+            strategy=self.name,
+            details=details,
+            fallback=fallback,
+        )

