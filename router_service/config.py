@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from router_service.errors import ConfigError
 
-EXPERT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# HF-style ids ("org/name") are allowed so artifacts fitted on benchmark tables match expert ids.
+EXPERT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
 ROUTED_MODEL_NAME = "coe"
 
 
@@ -51,6 +52,7 @@ class ExpertConfig(_Strict):
     cost: CostConfig = Field(default_factory=CostConfig)
     engine: dict[str, Any] = Field(default_factory=dict, description="vLLM AsyncEngineArgs keyword arguments.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replica.")
     timeout_s: float = Field(default=60.0, gt=0.0)
     num_replicas: int = Field(default=1, ge=1)
     max_ongoing_requests: int = Field(default=32, ge=1)
@@ -88,6 +90,8 @@ class KeywordRule(_Strict):
 class RouterConfig(_Strict):
     strategy: str = "keyword"
     artifact: str | None = Field(default=None, description="Fitted router file from `python -m router_service.fit`.")
+    extra_artifacts: list[str] = Field(default_factory=list,
+                                       description="More fitted strategies clients may pick per request.")
     default_expert: str | None = Field(default=None, description="Generalist used when the router is unsure.")
     cost_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     top_k: int = Field(default=1, ge=1, le=16)

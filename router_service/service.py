@@ -107,8 +107,19 @@ class RouterService:
         data += [ModelCard(id=c.id, description=c.description or None) for c in self.cards]
         return ModelList(data=data)
 
-    async def health(self) -> dict[str, Any]:
-        return {"status": "ok", "experts": list(self.backends), "strategy": self.default_strategy}
+    async def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """Router liveness plus each expert's health; 'degraded' while some expert is down."""
+
+        async def check(backend: ExpertBackend) -> bool:
+            try:
+                return bool(await asyncio.wait_for(backend.health(), timeout=timeout_s))
+            except Exception:
+                return False
+
+        results = await asyncio.gather(*(check(b) for b in self.backends.values()))
+        experts = dict(zip(self.backends, results))
+        status = "ok" if all(results) else ("degraded" if any(results) else "unavailable")
+        return {"status": status, "experts": experts, "strategy": self.default_strategy}
 
     def route(self, query: Query) -> RoutingDecision:
         strategy = self._strategy_for(query.strategy)

@@ -1,0 +1,34 @@
+"""One vLLM engine per expert replica. Everything it does is in `VLLMEngineBackend`; this is the Ray shell."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from ray import serve
+
+from router_service.experts.vllm_engine import VLLMEngineBackend
+from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+
+
+@serve.deployment(health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
+class ExpertDeployment:
+    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any]) -> None:
+        self.backend = VLLMEngineBackend(expert_id, model, engine_args)
+        self.backend.start()
+
+    async def chat(self, request: ExpertRequest) -> ExpertReply:
+        return await self.backend.chat(request)
+
+    async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
+        async for delta in self.backend.stream(request):
+            yield delta
+
+    async def check_health(self) -> None:
+        if not await self.backend.health():
+            raise RuntimeError(f"expert {self.backend.expert_id}: engine is not healthy")
+
+    def __del__(self) -> None:
+        try:
+            self.backend.shutdown()
+        except Exception:
+            pass

@@ -1,0 +1,126 @@
+"""Build the routing side of a RouterService from config: strategies, artifacts, embedder.
+
+Shared by the Ray router deployment and by tests, so both start the service the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from router_service.config import ServiceConfig
+from router_service.embedding import Embedder, make_embedder
+from router_service.errors import ConfigError
+from router_service.experts.base import ExpertBackend
+from router_service.service import RouterService
+from router_service.strategies.base import RoutingStrategy, strategy_class
+from router_service.strategies.rules import FixedStrategy, KeywordStrategy
+
+log = logging.getLogger("coe.router")
+
+
+def _constructor_params(strategy: RoutingStrategy) -> set[str]:
+    return {name for name in inspect.signature(type(strategy).__init__).parameters if name != "self"}
+
+
+def apply_router_settings(strategy: RoutingStrategy, config: ServiceConfig) -> None:
+    """Push config values onto a (possibly loaded) strategy, for the parameters it declares."""
+    router = config.router
+    settings: dict[str, Any] = {
+        "default_expert": router.default_expert,
+        "cost_weight": router.cost_weight,
+        "confidence_threshold": router.confidence_threshold,
+        "top_k": router.top_k,
+    }
+    if router.category_map:
+        settings["category_map"] = dict(router.category_map)
+    settings.update(router.params)
+    accepted = _constructor_params(strategy)
+    for key, value in settings.items():
+        if key in accepted:
+            setattr(strategy, key, value)
+        elif key in router.params:
+            raise ConfigError(f"router.params.{key}: strategy '{strategy.name}' has no parameter '{key}'")
+
+
+def artifact_mismatch(strategy: RoutingStrategy, expert_ids: list[str]) -> tuple[list[str], list[str]]:
+    """(experts the artifact knows but config lacks, experts config has but the artifact never saw)."""
+    fitted = strategy.fitted_experts
+    if fitted is None:
+        return [], []
+    return [e for e in fitted if e not in expert_ids], [e for e in expert_ids if e not in fitted]
+
+
+def load_strategy_artifact(path: str, config: ServiceConfig, embedder_for: Callable[[str], Embedder],
+                           field: str = "router.artifact") -> RoutingStrategy:
+    from router_service.artifact import load_artifact
+
+    if not Path(path).exists():
+        raise ConfigError(f"{field}: file '{path}' does not exist (fit one with `python -m router_service.fit`)")
+    try:
+        strategy = load_artifact(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{field}: {exc.message}") from None
+    if strategy.embedder is not None:
+        # Strategies fitted with the same embedder share one loaded model.
+        strategy.set_embedder(embedder_for(strategy.embedder.name))
+    removed, added = artifact_mismatch(strategy, config.expert_ids)
+    if removed:
+        log.warning("%s was fitted with experts %s that are not configured; their prompts go to the next-best "
+                    "configured expert and responses say so", path, removed)
+    if added:
+        log.warning("experts %s are configured but %s was not fitted on them: they are not routed to until "
+                    "the artifact is refitted", added, path)
+    if not set(strategy.fitted_experts or config.expert_ids) & set(config.expert_ids):
+        raise ConfigError(f"{field}: '{path}' was fitted on experts {strategy.fitted_experts}, none of which "
+                          f"is configured ({config.expert_ids})")
+    return strategy
+
+
+def build_strategies(config: ServiceConfig,
+                     embedder_factory: Callable[[str], Embedder] = make_embedder) -> dict[str, RoutingStrategy]:
+    router = config.router
+    embedders: dict[str, Embedder] = {}
+
+    def embedder_for(name: str) -> Embedder:
+        if name not in embedders:
+            embedders[name] = embedder_factory(name)
+        return embedders[name]
+
+    strategies: dict[str, RoutingStrategy] = {}
+    paths = ([router.artifact] if router.artifact else []) + list(router.extra_artifacts)
+    for index, path in enumerate(paths):
+        field = "router.artifact" if router.artifact and index == 0 else f"router.extra_artifacts[{index - bool(router.artifact)}]"
+        strategy = load_strategy_artifact(path, config, embedder_for, field)
+        apply_router_settings(strategy, config)
+        strategies[strategy.name] = strategy
+    if router.artifact and router.strategy not in strategies:
+        raise ConfigError(f"router.strategy: '{router.strategy}' but router.artifact holds "
+                          f"'{next(iter(strategies))}'")
+    if router.strategy not in strategies:
+        cls = strategy_class(router.strategy)
+        if cls.learned:
+            raise ConfigError(f"router.artifact: strategy '{router.strategy}' is learned and needs a fitted "
+                              "artifact (python -m router_service.fit)")
+    rules = {}
+    for rule in router.rules:
+        rules.setdefault(rule.expert, []).extend(rule.keywords)
+    simple: dict[str, RoutingStrategy] = {
+        "fixed": FixedStrategy(expert=router.default_expert),
+        "keyword": KeywordStrategy(rules=rules, default_expert=router.default_expert),
+    }
+    for name, strategy in simple.items():
+        strategy.top_k = router.top_k
+        strategies.setdefault(name, strategy)
+    if router.strategy not in strategies:
+        strategy = strategy_class(router.strategy)()
+        apply_router_settings(strategy, config)
+        strategies[router.strategy] = strategy
+    return strategies
+
+
+def build_service(config: ServiceConfig, backends: Mapping[str, ExpertBackend],
+                  embedder_factory: Callable[[str], Embedder] = make_embedder) -> RouterService:
+    return RouterService(config, backends, build_strategies(config, embedder_factory))

@@ -1,0 +1,74 @@
+"""Model files the project makes itself (there is no model hub here).
+
+`ensure_model(path, recipe)` creates a model directory when it is missing and caches it:
+- `tiny-random[:SEED]`: a 2-layer Llama with random weights and a character tokenizer — fast to make,
+  serves gibberish; for smoke tests of the serving path (CPU or GPU).
+- `zoo:NAME`: a trained specialist or generalist from `router_service.zoo` (see ZOO_EXPERTS).
+torch/transformers are imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+from router_service.errors import ConfigError
+
+MARKER = "coe-model.json"
+CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
+
+
+def _tiny_random(out: Path, seed: int) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    vocab = {tok: i for i, tok in enumerate(specials + list(CHARSET))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}="
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+
+
+def is_built(path: str | Path, recipe: str) -> bool:
+    marker = Path(path) / MARKER
+    if not marker.exists():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("recipe") == recipe
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_model(path: str | Path, recipe: str) -> Path:
+    """Create the model at `path` from `recipe` unless an up-to-date copy is already there."""
+    out = Path(path)
+    kind, _, arg = recipe.partition(":")
+    if kind == "zoo":
+        from router_service.zoo.build import build_expert
+
+        return Path(build_expert(arg, out))
+    if kind != "tiny-random":
+        raise ConfigError(f"unknown model build recipe '{recipe}'; known: tiny-random[:SEED], zoo:NAME")
+    if is_built(out, recipe):
+        return out
+    from filelock import FileLock
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not is_built(out, recipe):
+            _tiny_random(out, int(arg or 0))
+            (out / MARKER).write_text(json.dumps({"recipe": recipe}))
+    return out

@@ -1,0 +1,88 @@
+from pathlib import Path
+
+import pytest
+
+from router_service.config import load_serve_config, parse_service_config
+from router_service.errors import ConfigError
+
+from .helpers import config_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_valid_config_parses():
+    config = parse_service_config(config_dict())
+    assert config.expert_ids == ["math", "text", "general"]
+
+
+def _fails_naming(args, *fragments):
+    with pytest.raises(ConfigError) as info:
+        parse_service_config(args)
+    for fragment in fragments:
+        assert fragment in info.value.message, info.value.message
+    return info.value.message
+
+
+def test_unknown_key_is_named():
+    args = config_dict()
+    args["experts"][1]["enigne"] = {}
+    _fails_naming(args, "experts[1].enigne", "Extra inputs")
+
+
+def test_unknown_top_level_key_is_named():
+    args = config_dict()
+    args["routr"] = {}
+    _fails_naming(args, "routr")
+
+
+def test_duplicate_expert_id_is_named():
+    args = config_dict()
+    args["experts"][2]["id"] = "math"
+    _fails_naming(args, "experts[2].id", "duplicate expert id 'math'")
+
+
+def test_missing_local_path_is_named(tmp_path):
+    args = config_dict()
+    args["experts"][0]["model"] = str(tmp_path / "nope")
+    _fails_naming(args, "experts[0]", "does not exist")
+
+
+def test_missing_local_path_with_build_recipe_is_allowed(tmp_path):
+    args = config_dict()
+    args["experts"][0]["model"] = str(tmp_path / "later")
+    args["experts"][0]["build"] = "tiny-random:1"
+    parse_service_config(args)
+
+
+def test_strategy_naming_unknown_expert_is_named():
+    _fails_naming(config_dict(default_expert="ghost"), "router.default_expert", "'ghost'")
+    _fails_naming(config_dict(category_map={"math": "ghost"}), "router.category_map.math", "'ghost'")
+    _fails_naming(config_dict(rules=[{"expert": "ghost", "keywords": ["x"]}]), "router.rules[0].expert")
+
+
+def test_unknown_strategy_is_named():
+    _fails_naming(config_dict(strategy="magic"), "router.strategy", "unknown strategy 'magic'")
+
+
+def test_reserved_expert_id():
+    args = config_dict()
+    args["experts"][0]["id"] = "coe"
+    _fails_naming(args, "experts[0].id", "reserved")
+
+
+def test_wrong_type_is_named():
+    args = config_dict()
+    args["experts"][0]["resources"] = {"num_cpus": "lots"}
+    _fails_naming(args, "experts[0].resources.num_cpus")
+
+
+def test_shipped_gpu_config_validates():
+    config = load_serve_config(REPO / "deployments" / "coe-gpu.yaml")
+    assert len(config.experts) >= 3
+    assert all(e.resources.num_gpus > 0 for e in config.experts)
+
+
+def test_shipped_cpu_configs_validate():
+    for name in ("coe.yaml", "coe-tiny.yaml"):
+        config = load_serve_config(REPO / "deployments" / name)
+        assert all(e.resources.num_gpus == 0 for e in config.experts)
