@@ -15,8 +15,11 @@ fi
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     exit 0
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[$VARIANT,dev]"
+# The local mirrors this machine is configured with warn once per package; keep the log readable.
+quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+"$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | quiet
+"$VENV/bin/python" -m pip install --quiet -e ".[$VARIANT,dev]" 2>&1 | quiet
+"$VENV/bin/python" -c "import router_service" # fail here, not later, if the install did not take
 if [ "$VARIANT" = "cpu" ]; then
     # ENVIRONMENT.md quirk 1: these come built for CUDA torch and make `import transformers.models.llama`
     # fail on the +cpu torch with "operator torchvision::nms does not exist". Text models never need them.
