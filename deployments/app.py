@@ -80,10 +80,13 @@ def build_application(config: ServiceConfig, expert_deployment=None,
             ray_actor_options=_expert_actor_options(expert),
         ).bind(expert.id, expert.model, dict(expert.engine), **extra)
     rd = config.router_deployment
+    # Router settings travel as user_config, not as init args: changing them reconfigures in place.
+    init_config = config.model_dump(mode="json", exclude={"router"})
     return RouterDeployment.options(
         name="router", num_replicas=rd.num_replicas, max_ongoing_requests=rd.max_ongoing_requests,
         ray_actor_options={"num_cpus": rd.num_cpus},
-    ).bind(config.model_dump(mode="json"), handles)
+        user_config={"router": config.router.model_dump(mode="json")},
+    ).bind(init_config, handles)
 
 
 def _lazy_embedder(name: str):

@@ -14,6 +14,7 @@ from router_service.config import ServiceConfig
 from router_service.embedding import Embedder, make_embedder
 from router_service.errors import ConfigError
 from router_service.experts.base import ExpertBackend
+from router_service.metrics import Metrics
 from router_service.service import RouterService
 from router_service.strategies.base import RoutingStrategy, strategy_class
 from router_service.strategies.rules import FixedStrategy, KeywordStrategy
@@ -122,5 +123,6 @@ def build_strategies(config: ServiceConfig,
 
 
 def build_service(config: ServiceConfig, backends: Mapping[str, ExpertBackend],
-                  embedder_factory: Callable[[str], Embedder] = make_embedder) -> RouterService:
-    return RouterService(config, backends, build_strategies(config, embedder_factory))
+                  embedder_factory: Callable[[str], Embedder] = make_embedder,
+                  metrics: Metrics | None = None) -> RouterService:
+    return RouterService(config, backends, build_strategies(config, embedder_factory), metrics=metrics)

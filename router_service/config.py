@@ -125,7 +125,11 @@ class ServerConfig(_Strict):
     max_tokens_limit: int = Field(default=4096, ge=1)
     default_max_tokens: int = Field(default=256, ge=1)
     request_timeout_s: float = Field(default=120.0, gt=0.0)
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: list[str] = Field(default_factory=list, description="Accepted bearer keys; empty = no auth.")
+    api_keys_env: str | None = Field(default="COE_API_KEYS",
+                                     description="Env var with more comma-separated keys (keeps keys out of YAML).")
+    max_in_flight: int = Field(default=128, ge=1, description="Per router replica; beyond it: 429.")
+    retry_after_s: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> "ServerConfig":

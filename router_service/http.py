@@ -1,4 +1,4 @@
-"""The HTTP surface (FastAPI): OpenAI routes, error bodies, body-size limit. Ray-free, so it is testable alone.
+"""The HTTP surface (FastAPI): OpenAI routes, error bodies, guards. Ray-free, so it is testable alone.
 
 Ray Serve mounts the app returned by `create_app` as the router's ingress.
 """
@@ -6,24 +6,26 @@ Ray Serve mounts the app returned by `create_app` as the router's ingress.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router_service import __version__
+from router_service.config import ServerConfig
 from router_service.errors import (
     CoEError,
-    MethodNotAllowedError,
-    RequestTooLargeError,
-    RouteNotFoundError,
     InvalidRequestError,
+    MethodNotAllowedError,
+    RouteNotFoundError,
     to_error_response,
     validation_error_to_coe,
 )
+from router_service.guards import ApiKeyAuth, BodySizeLimit, ConcurrencyLimit
+from router_service.metrics import Metrics, NullMetrics
 from router_service.schema import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse, ModelList
 from router_service.service import RouterService
 
@@ -31,60 +33,10 @@ log = logging.getLogger("coe.http")
 EXPERTS_HEADER = "x-coe-experts"
 
 
-def error_json(exc: BaseException) -> JSONResponse:
-    status, body, headers = to_error_response(exc)
-    if status >= 500 and not isinstance(exc, CoEError):
-        log.exception("unhandled error", exc_info=exc)
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
-
-
-class BodySizeLimit:
-    """Pure ASGI middleware: 413 before the body is buffered, whether or not Content-Length is sent."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = RequestTooLargeError(f"request body exceeds {self.max_bytes} bytes")
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    await error_json(too_large)(scope, receive, send)
-                    return
-        # Buffer the body (bounded) and replay it: the app then never sees an oversized request.
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await error_json(too_large)(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+def api_keys(server: ServerConfig) -> list[str]:
+    """Keys from config plus the environment variable named by `server.api_keys_env` (comma-separated)."""
+    from_env = os.environ.get(server.api_keys_env, "") if server.api_keys_env else ""
+    return [k for k in server.api_keys] + [k.strip() for k in from_env.split(",") if k.strip()]
 
 
 async def sse(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[str]:
@@ -98,9 +50,19 @@ async def sse(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def create_app(get_service: Callable[[], RouterService], *, max_body_bytes: int = 1_048_576) -> FastAPI:
+def create_app(get_service: Callable[[], RouterService], server: ServerConfig | None = None,
+               metrics: Metrics | None = None) -> FastAPI:
+    server = server or ServerConfig()
+    metrics = metrics or NullMetrics()
     app = FastAPI(title="CoE Router", version=__version__,
                   description="OpenAI-compatible endpoint over a composition of expert LLMs.")
+
+    def error_json(exc: BaseException) -> JSONResponse:
+        status, body, headers = to_error_response(exc)
+        metrics.error(body.error.type)
+        if status >= 500 and not isinstance(exc, CoEError):
+            log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -116,11 +78,9 @@ def create_app(get_service: Callable[[], RouterService], *, max_body_bytes: int 
             return error_json(RouteNotFoundError(f"no route {request.method} {request.url.path}"))
         if exc.status_code == 405:
             return error_json(MethodNotAllowedError(f"method {request.method} not allowed on {request.url.path}"))
-        if 400 <= exc.status_code < 500:
-            err = InvalidRequestError(str(exc.detail))
-            err.status_code = exc.status_code
-            return error_json(err)
-        return error_json(exc)
+        err = InvalidRequestError(str(exc.detail))
+        err.status_code = exc.status_code if 400 <= exc.status_code < 500 else 500
+        return error_json(err)
 
     @app.exception_handler(Exception)
     async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
@@ -141,13 +101,18 @@ def create_app(get_service: Callable[[], RouterService], *, max_body_bytes: int 
         return JSONResponse(outcome.response.model_dump(exclude_none=True),
                             headers={EXPERTS_HEADER: ",".join(outcome.experts)})
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, responses=error_responses)
     async def list_models() -> ModelList:
         return get_service().models()
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return await get_service().health()
+    async def health() -> JSONResponse:
+        report = await get_service().health()
+        return JSONResponse(report, status_code=200 if report["status"] != "unavailable" else 503)
 
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    # Outermost first on the way in: auth, then the in-flight bound, then the body limit.
+    app.add_middleware(BodySizeLimit, max_bytes=server.max_body_bytes)
+    app.add_middleware(ConcurrencyLimit, limit=server.max_in_flight, retry_after_s=server.retry_after_s,
+                       on_reject=metrics.rejected)
+    app.add_middleware(ApiKeyAuth, keys=api_keys(server))
     return app

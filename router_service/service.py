@@ -24,6 +24,7 @@ from router_service.errors import (
     ModelNotFoundError,
 )
 from router_service.experts.base import ExpertBackend
+from router_service.metrics import Metrics, NullMetrics
 from router_service.schema import (
     AssistantMessage,
     ChatCompletionChunk,
@@ -86,7 +87,8 @@ class _Plan:
 
 class RouterService:
     def __init__(self, config: ServiceConfig, backends: Mapping[str, ExpertBackend],
-                 strategies: Mapping[str, RoutingStrategy], default_strategy: str | None = None) -> None:
+                 strategies: Mapping[str, RoutingStrategy], default_strategy: str | None = None,
+                 metrics: Metrics | None = None) -> None:
         missing = [e for e in config.expert_ids if e not in backends]
         if missing:
             raise ValueError(f"no backend for experts {missing}")
@@ -98,6 +100,7 @@ class RouterService:
         self.default_strategy = default_strategy or config.router.strategy
         if self.default_strategy not in self.strategies:
             raise ValueError(f"default strategy '{self.default_strategy}' was not built")
+        self.metrics = metrics or NullMetrics()
         self.cards = cards_from_config(config)
         self._cards_by_id = {c.id: c for c in self.cards}
 
@@ -194,7 +197,9 @@ class RouterService:
                 else router_cfg.cost_weight,
                 top_k=top_k)
             strategy = self._strategy_for(query.strategy)
+            routing_started = time.perf_counter()
             decision = await asyncio.to_thread(strategy.route, query, self.cards)
+            self.metrics.routing_latency(strategy.name, time.perf_counter() - routing_started)
             candidates = list(decision.expert_ids[:1])
             if router_cfg.allow_fallback:
                 ranked = sorted(decision.scores, key=lambda i: -decision.scores[i])
@@ -242,6 +247,7 @@ class RouterService:
 
     def _note_failure(self, plan: _Plan, expert_id: str, exc: CoEError) -> None:
         log.warning("expert %s failed for %s: %s", expert_id, plan.request_id, exc.message)
+        self.metrics.fallback(expert_id, exc.code or exc.error_type)
         if plan.decision is not None:
             plan.decision.fallback.append({"expert": expert_id, "reason": exc.code, "message": exc.message})
 
@@ -327,6 +333,8 @@ class RouterService:
         return info
 
     def _log(self, plan: _Plan, experts: Sequence[str], status: int) -> None:
+        for expert in experts:
+            self.metrics.request(expert, status)
         log.info(json.dumps({
             "event": "request", "request_id": plan.request_id,
             "strategy": plan.decision.strategy if plan.decision else "direct",

@@ -37,7 +37,7 @@ def make_service(fakes: dict[str, dict[str, Any]] | None = None, **router: Any):
 
 
 def make_client(service) -> httpx.AsyncClient:
-    app = create_app(lambda: service, max_body_bytes=service.config.server.max_body_bytes)
+    app = create_app(lambda: service, service.config.server)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
