@@ -25,3 +25,13 @@ class FakeExpertDeployment:
 
     async def check_health(self) -> None:
         return None
+
+
+def build_fake_app(args: dict[str, Any]):
+    """Application builder like `deployments.app:build_app`, with fake experts: args = {config, fakes}."""
+    from deployments.app import build_application, prepare_config
+
+    config = prepare_config(args["config"], check_engine_args=False)
+    fakes = args.get("fakes") or {}
+    return build_application(config, FakeExpertDeployment,
+                             {expert_id: {"fake": fake} for expert_id, fake in fakes.items()})

@@ -17,7 +17,8 @@ def ray_serve():
     ray = pytest.importorskip("ray")
     from ray import serve
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
+    # Logical CPUs: fake experts are cheap, and several test apps share this cluster.
+    ray.init(num_cpus=64, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
     serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
     yield serve
@@ -25,24 +26,36 @@ def ray_serve():
     ray.shutdown()
 
 
-def deploy(serve, config_args: dict, fakes: dict[str, dict], name: str, route_prefix: str) -> str:
-    from deployments.app import build_application, prepare_config
-    from deployments.fake_expert import FakeExpertDeployment
+_APPS: dict[str, dict] = {}
 
-    config = prepare_config(config_args, check_engine_args=False)
-    app = build_application(config, FakeExpertDeployment,
-                            {expert_id: {"fake": fake} for expert_id, fake in fakes.items()})
-    serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+
+def deploy(serve, config_args: dict, fakes: dict[str, dict], name: str, route_prefix: str,
+           deployments: list[dict] | None = None) -> str:
+    """Deploy declaratively, as `serve deploy` / `serve run coe.yaml` do, so Serve applies in-place
+    updates (user_config → reconfigure) exactly as it would in production."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    _APPS[name] = {"name": name, "route_prefix": route_prefix,
+                   "import_path": "deployments.fake_expert:build_fake_app",
+                   "args": {"config": config_args, "fakes": fakes}}
+    if deployments:
+        _APPS[name]["deployments"] = deployments
+    client = serve_start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": list(_APPS.values())}),
+                       _blocking=False)
     base = f"http://127.0.0.1:{SERVE_PORT}{route_prefix.rstrip('/')}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=5).json().get("status") == "ok":
-                return base
-        except (httpx.HTTPError, ValueError):
-            pass
+        status = serve.status().applications.get(name)
+        if status is not None and str(status.status).endswith("RUNNING"):
+            try:
+                if httpx.get(f"{base}/health", timeout=5).json().get("status") == "ok":
+                    return base
+            except (httpx.HTTPError, ValueError):
+                pass
         time.sleep(0.5)
-    raise RuntimeError(f"app {name} did not become healthy")
+    raise RuntimeError(f"app {name} did not become healthy: {serve.status().applications.get(name)}")
 
 
 @pytest.fixture(scope="session")
