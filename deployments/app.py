@@ -71,14 +71,17 @@ def build_application(config: ServiceConfig, expert_deployment=None,
 
     build_strategies(config, embedder_factory=_lazy_embedder)
     handles = {}
-    for expert in config.experts:
+    budget = config.residency.max_resident_experts
+    for index, expert in enumerate(config.experts):
+        # Matches ResidencyManager's initial state: the first `budget` experts in config order start loaded.
+        start_loaded = budget is None or index < budget
         extra = (expert_extra_args or {}).get(expert.id, {})
         handles[expert.id] = expert_deployment.options(
             name=deployment_name(expert.id),
             num_replicas=expert.num_replicas,
             max_ongoing_requests=expert.max_ongoing_requests,
             ray_actor_options=_expert_actor_options(expert),
-        ).bind(expert.id, expert.model, dict(expert.engine), **extra)
+        ).bind(expert.id, expert.model, dict(expert.engine), start_loaded, **extra)
     rd = config.router_deployment
     # Router settings travel as user_config, not as init args: changing them reconfigures in place.
     init_config = config.model_dump(mode="json", exclude={"router"})

@@ -12,9 +12,16 @@ from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class ExpertDeployment:
-    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any]) -> None:
+    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True) -> None:
         self.backend = VLLMEngineBackend(expert_id, model, engine_args)
-        self.backend.start()
+        if start_loaded:
+            self.backend.start()
+
+    async def load(self) -> None:
+        await self.backend.load()
+
+    async def offload(self) -> None:
+        await self.backend.offload()
 
     async def chat(self, request: ExpertRequest) -> ExpertReply:
         return await self.backend.chat(request)
@@ -24,7 +31,8 @@ class ExpertDeployment:
             yield delta
 
     async def check_health(self) -> None:
-        if not await self.backend.health():
+        # An expert offloaded by the router's memory budget is healthy: it is loaded on demand.
+        if self.backend.is_loaded() and not await self.backend.health():
             raise RuntimeError(f"expert {self.backend.expert_id}: engine is not healthy")
 
     def __del__(self) -> None:

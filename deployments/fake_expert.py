@@ -6,15 +6,21 @@ from typing import Any, AsyncIterator
 
 from ray import serve
 
-from router_service.experts.fake import FakeExpertBackend
+from router_service.experts.fake import OffloadableFakeExpert
 from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
 
 
 @serve.deployment
 class FakeExpertDeployment:
-    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any],
+    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True,
                  fake: dict[str, Any] | None = None) -> None:
-        self.backend = FakeExpertBackend(expert_id, **(fake or {}))
+        self.backend = OffloadableFakeExpert(expert_id, loaded=start_loaded, **(fake or {}))
+
+    async def load(self) -> None:
+        await self.backend.load()
+
+    async def offload(self) -> None:
+        await self.backend.offload()
 
     async def chat(self, request: ExpertRequest) -> ExpertReply:
         return await self.backend.chat(request)

@@ -48,6 +48,18 @@ class RayExpertBackend:
                 # The client went away or we gave up: stop the expert generating for nobody.
                 generator.cancel()
 
+    async def load(self) -> None:
+        try:
+            await self.handle.load.remote()
+        except Exception as exc:
+            raise map_ray_error(self.expert_id, exc) from exc
+
+    async def offload(self) -> None:
+        try:
+            await self.handle.offload.remote()
+        except Exception as exc:
+            raise map_ray_error(self.expert_id, exc) from exc
+
     async def health(self) -> bool:
         try:
             await self.handle.check_health.remote()

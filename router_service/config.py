@@ -113,10 +113,31 @@ class RouterConfig(_Strict):
 
 
 class AggregationConfig(_Strict):
-    enabled: bool = False
+    """How answers of several experts are merged (requests with top_k > 1, or every request when enabled)."""
+
+    enabled: bool = Field(default=False, description="Aggregate every routed request over max_experts experts.")
     method: Literal["vote", "synthesize"] = "vote"
-    aggregator: str | None = None
+    aggregator: str | None = Field(default=None, description="Expert that writes the answer for 'synthesize'.")
     max_experts: int = Field(default=3, ge=1)
+    deadline_s: float = Field(default=30.0, gt=0.0, description="Candidates slower than this are dropped.")
+    template: str | None = Field(default=None, description="Synthesis prompt with {responses} and {question}.")
+
+    @field_validator("template")
+    @classmethod
+    def _template_fields(cls, value: str | None) -> str | None:
+        if value is not None:
+            for name in ("{responses}", "{question}"):
+                if name not in value:
+                    raise ValueError(f"template must contain {name}")
+        return value
+
+
+class ResidencyConfig(_Strict):
+    """Memory budget: at most `max_resident_experts` experts loaded at once (None = all stay loaded)."""
+
+    max_resident_experts: int | None = Field(default=None, ge=1)
+    load_window_s: float = Field(default=0.05, ge=0.0,
+                                 description="A load waits this long so concurrent requests share it.")
 
 
 class ServerConfig(_Strict):
@@ -130,6 +151,7 @@ class ServerConfig(_Strict):
                                      description="Env var with more comma-separated keys (keeps keys out of YAML).")
     max_in_flight: int = Field(default=128, ge=1, description="Per router replica; beyond it: 429.")
     retry_after_s: int = Field(default=1, ge=0)
+    max_batch_items: int = Field(default=256, ge=1, description="Largest /v1/batch request.")
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> "ServerConfig":
@@ -148,6 +170,7 @@ class ServiceConfig(_Strict):
     experts: list[ExpertConfig] = Field(min_length=1)
     router: RouterConfig = Field(default_factory=RouterConfig)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
+    residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
 
@@ -171,6 +194,11 @@ class ServiceConfig(_Strict):
         for index, rule in enumerate(self.router.rules):
             check(f"router.rules[{index}].expert", rule.expert)
         check("aggregation.aggregator", self.aggregation.aggregator)
+        if self.residency.max_resident_experts is not None:
+            for index, expert in enumerate(self.experts):
+                if expert.num_replicas != 1:
+                    raise ValueError(f"experts[{index}].num_replicas: must be 1 when residency.max_resident_experts "
+                                     "is set (the router loads and offloads the one replica)")
         if self.aggregation.method == "synthesize" and self.aggregation.aggregator is None:
             raise ValueError("aggregation.aggregator: required when aggregation.method is 'synthesize'")
         return self

@@ -5,6 +5,7 @@ Ray Serve mounts the app returned by `create_app` as the router's ingress.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, AsyncIterator, Callable
@@ -48,6 +49,32 @@ async def sse(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[str]:
         _, body, _ = to_error_response(exc)
         yield f"data: {body.model_dump_json()}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def parse_batch_body(raw: bytes, content_type: str) -> list[Any]:
+    """A JSON object with a `requests` list, or JSONL. A line that is not JSON becomes an item whose own
+    validation fails, so one bad line does not sink the batch."""
+    text = raw.decode("utf-8", errors="replace")
+    if "jsonl" in content_type or "ndjson" in content_type:
+        items: list[Any] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    items.append(InvalidRequestError(f"line {number} is not valid JSON: {exc.msg}"))
+        if not items:
+            raise InvalidRequestError("the batch is empty", param="requests")
+        return items
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(f"batch body is not valid JSON: {exc.msg}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+        raise InvalidRequestError("expected {\"requests\": [chat request, ...]} or JSONL", param="requests")
+    if not body["requests"]:
+        raise InvalidRequestError("the batch is empty", param="requests")
+    return body["requests"]
 
 
 def create_app(get_service: Callable[[], RouterService], server: ServerConfig | None = None,
@@ -100,6 +127,12 @@ def create_app(get_service: Callable[[], RouterService], server: ServerConfig | 
         outcome = await service.chat(body)
         return JSONResponse(outcome.response.model_dump(exclude_none=True),
                             headers={EXPERTS_HEADER: ",".join(outcome.experts)})
+
+    @app.post("/v1/batch", responses=error_responses)
+    async def batch(request: Request) -> JSONResponse:
+        """Body: {"requests": [chat request, ...]} as JSON, or one chat request per line (JSONL)."""
+        items = parse_batch_body(await request.body(), request.headers.get("content-type", ""))
+        return JSONResponse(await get_service().batch(items))
 
     @app.get("/v1/models", response_model=ModelList, responses=error_responses)
     async def list_models() -> ModelList:

@@ -1,6 +1,6 @@
 """RouterService: validate → route → call expert(s) → shape the OpenAI response. Pure Python, no Ray.
 
-The service owns request-level policy (limits, fallbacks, timeouts, explanation of the decision);
+The service owns request-level policy (limits, fallbacks, timeouts, aggregation, residency, batches);
 strategies own the choice; backends own generation.
 """
 
@@ -10,10 +10,14 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping, Sequence
 
+from pydantic import ValidationError
+
+from router_service import responses
+from router_service.aggregation import make_aggregator
+from router_service.batching import group_by_expert, order_groups
 from router_service.config import ROUTED_MODEL_NAME, ServiceConfig
 from router_service.errors import (
     CoEError,
@@ -22,22 +26,13 @@ from router_service.errors import (
     ExpertUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
+    to_error_response,
 )
 from router_service.experts.base import ExpertBackend
+from router_service.fanout import fan_out
 from router_service.metrics import Metrics, NullMetrics
-from router_service.schema import (
-    AssistantMessage,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    Choice,
-    ChunkChoice,
-    DeltaMessage,
-    ModelCard,
-    ModelList,
-    Usage,
-    new_completion_id,
-)
+from router_service.residency import ResidencyManager
+from router_service.schema import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList, new_completion_id
 from router_service.strategies.base import RoutingStrategy
 from router_service.types import (
     ExpertCard,
@@ -51,6 +46,7 @@ from router_service.types import (
 )
 
 log = logging.getLogger("coe.router")
+_RETRYABLE = (ExpertError, ExpertTimeoutError, ExpertUnavailableError)
 
 
 def cards_from_config(config: ServiceConfig) -> list[ExpertCard]:
@@ -78,10 +74,12 @@ class StreamOutcome:
 @dataclass
 class _Plan:
     request_id: str
-    query: Query
+    model: str
     decision: RoutingDecision | None
-    candidates: list[str]
+    candidates: list[str]          # single-answer path: tried in order until one answers
+    aggregate_over: list[str]      # >1 → aggregated path over these experts
     expert_request: ExpertRequest
+    include_usage: bool = False
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -102,7 +100,12 @@ class RouterService:
             raise ValueError(f"default strategy '{self.default_strategy}' was not built")
         self.metrics = metrics or NullMetrics()
         self.cards = cards_from_config(config)
-        self._cards_by_id = {c.id: c for c in self.cards}
+        self.cards_by_id = {c.id: c for c in self.cards}
+        self.residency = ResidencyManager(self.backends, config.residency.max_resident_experts,
+                                          config.residency.load_window_s)
+        agg = config.aggregation
+        timeout = config.expert(agg.aggregator).timeout_s if agg.aggregator else config.server.request_timeout_s
+        self.aggregator = make_aggregator(agg, self.backends, timeout)
 
     # -- public API ---------------------------------------------------------------------------
     def models(self) -> ModelList:
@@ -111,43 +114,83 @@ class RouterService:
         return ModelList(data=data)
 
     async def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        """Router liveness plus each expert's health; 'degraded' while some expert is down."""
+        """Router liveness plus each resident expert's health; 'degraded' while some expert is down."""
 
-        async def check(backend: ExpertBackend) -> bool:
+        async def check(expert_id: str, backend: ExpertBackend) -> bool:
+            if not self.residency.is_resident(expert_id):
+                return True  # offloaded on purpose; it is loaded when needed
             try:
                 return bool(await asyncio.wait_for(backend.health(), timeout=timeout_s))
             except Exception:
                 return False
 
-        results = await asyncio.gather(*(check(b) for b in self.backends.values()))
+        results = await asyncio.gather(*(check(e, b) for e, b in self.backends.items()))
         experts = dict(zip(self.backends, results))
         status = "ok" if all(results) else ("degraded" if any(results) else "unavailable")
-        return {"status": status, "experts": experts, "strategy": self.default_strategy}
+        report: dict[str, Any] = {"status": status, "experts": experts, "strategy": self.default_strategy}
+        if self.residency.enabled:
+            report["resident"] = self.residency.resident_ids()
+        return report
 
     def route(self, query: Query) -> RoutingDecision:
-        strategy = self._strategy_for(query.strategy)
-        return strategy.route(query, self.cards)
+        return self._strategy_for(query.strategy).route(query, self.cards)
 
     async def chat(self, request: ChatCompletionRequest) -> ChatOutcome:
         plan = await self._plan(request)
-        reply, decision = await self._call_with_fallback(plan)
-        response = ChatCompletionResponse(
-            model=request.model,
-            choices=[Choice(message=AssistantMessage(content=reply.text), finish_reason=reply.finish_reason)],
-            usage=Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                        total_tokens=reply.prompt_tokens + reply.completion_tokens),
-            routing=self._routing_info(decision, [reply.expert_id], reply),
-        )
-        self._log(plan, [reply.expert_id], 200)
-        return ChatOutcome(response=response, experts=[reply.expert_id])
+        return await self._execute(plan)
 
     async def stream(self, request: ChatCompletionRequest) -> StreamOutcome:
         """Route and wait for the first piece, so failures before any output are still HTTP errors."""
         plan = await self._plan(request)
-        expert_id, first, rest, decision = await self._open_stream_with_fallback(plan)
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        chunks = self._chunks(plan, request.model, expert_id, decision, first, rest, include_usage)
-        return StreamOutcome(decision=decision, experts=[expert_id], chunks=chunks)
+        plan.include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        if len(plan.aggregate_over) > 1:
+            return await self._stream_aggregated(plan)
+        expert_id, first, iterator = await self._open_stream(plan)
+        routing = responses.routing_info(plan.decision, [expert_id])
+        return StreamOutcome(plan.decision, [expert_id],
+                             self._stream_chunks(plan, [expert_id], routing, first, iterator, expert_id))
+
+    async def batch(self, items: Sequence[Any]) -> dict[str, Any]:
+        """Answer many chat requests: route all, group by assigned expert, run group by group.
+
+        Results come back in input order; a bad item gets its own error and never fails the batch.
+        """
+        if len(items) > self.config.server.max_batch_items:
+            raise InvalidRequestError(f"a batch holds at most {self.config.server.max_batch_items} requests, "
+                                      f"got {len(items)}", param="requests", code="batch_too_large")
+        before = self.residency.stats.snapshot()
+        started = time.perf_counter()
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        plans: list[_Plan | None] = [None] * len(items)
+        for index, raw in enumerate(items):
+            try:
+                if isinstance(raw, CoEError):
+                    raise raw
+                request = ChatCompletionRequest.model_validate(raw)
+                if request.stream:
+                    raise InvalidRequestError("streaming is not available inside a batch", param="stream")
+                plans[index] = await self._plan(request)
+            except (ValidationError, CoEError) as exc:
+                results[index] = _error_item(index, exc)
+        assignments = [p.candidates[0] if p is not None else None for p in plans]
+        groups = order_groups(group_by_expert(assignments), self.residency.resident_ids())
+        for expert_id, indices in groups:
+            outcomes = await asyncio.gather(*(self._execute(plans[i]) for i in indices), return_exceptions=True)
+            for i, outcome in zip(indices, outcomes):
+                if isinstance(outcome, BaseException):
+                    results[i] = _error_item(i, outcome)
+                else:
+                    results[i] = {"index": i, "status": 200, "experts": outcome.experts,
+                                  "response": outcome.response.model_dump(exclude_none=True)}
+        after = self.residency.stats.snapshot()
+        stats = {
+            "requests": len(items), "groups": [{"expert": e, "size": len(ix)} for e, ix in groups],
+            "loads": after["loads"] - before["loads"], "offloads": after["offloads"] - before["offloads"],
+            "switch_seconds": round(after["switch_seconds"] - before["switch_seconds"], 4),
+            "queue_wait_seconds": round(after["queue_wait_seconds"] - before["queue_wait_seconds"], 4),
+            "load_order": after["load_log"][len(before["load_log"]):] if after["load_log"] else [],
+            "seconds": round(time.perf_counter() - started, 4)}
+        return {"object": "batch.result", "results": results, "stats": stats}
 
     # -- planning -----------------------------------------------------------------------------
     def _strategy_for(self, name: str | None) -> RoutingStrategy:
@@ -184,48 +227,56 @@ class RouterService:
         request_id = new_completion_id()
         expert_request = ExpertRequest(request_id=request_id, messages=messages, params=params)
         options = request.routing
-        if request.model == ROUTED_MODEL_NAME:
-            router_cfg = self.config.router
-            top_k = options.top_k if options and options.top_k is not None else router_cfg.top_k
-            if top_k > len(self.cards):
-                raise InvalidRequestError(f"'routing.top_k' is {top_k} but only {len(self.cards)} experts exist",
-                                          param="routing.top_k", code="invalid_value")
-            query = Query.from_messages(
-                messages,
-                strategy=options.strategy if options else None,
-                cost_weight=options.cost_weight if options and options.cost_weight is not None
-                else router_cfg.cost_weight,
-                top_k=top_k)
-            strategy = self._strategy_for(query.strategy)
-            routing_started = time.perf_counter()
-            decision = await asyncio.to_thread(strategy.route, query, self.cards)
-            self.metrics.routing_latency(strategy.name, time.perf_counter() - routing_started)
-            candidates = list(decision.expert_ids[:1])
-            if router_cfg.allow_fallback:
-                ranked = sorted(decision.scores, key=lambda i: -decision.scores[i])
-                candidates += [i for i in ranked if i not in candidates]
-                generalist = router_cfg.default_expert
-                if generalist and generalist not in candidates:
-                    candidates.append(generalist)
-            return _Plan(request_id, query, decision, candidates, expert_request)
         if request.model in self.backends:
             if options is not None:
                 raise InvalidRequestError("'routing' only applies to model 'coe'", param="routing",
                                           code="invalid_value")
-            query = Query.from_messages(messages)
-            return _Plan(request_id, query, None, [request.model], expert_request)
-        raise ModelNotFoundError(
-            f"The model '{request.model}' does not exist; available: {', '.join(m.id for m in self.models().data)}",
-            param="model")
+            return _Plan(request_id, request.model, None, [request.model], [request.model], expert_request)
+        if request.model != ROUTED_MODEL_NAME:
+            raise ModelNotFoundError(
+                f"The model '{request.model}' does not exist; available: "
+                f"{', '.join(m.id for m in self.models().data)}", param="model")
+        router_cfg, agg = self.config.router, self.config.aggregation
+        default_k = agg.max_experts if agg.enabled else router_cfg.top_k
+        top_k = options.top_k if options and options.top_k is not None else default_k
+        if top_k > len(self.cards):
+            raise InvalidRequestError(f"'routing.top_k' is {top_k} but only {len(self.cards)} experts exist",
+                                      param="routing.top_k", code="invalid_value")
+        cost_weight = options.cost_weight if options and options.cost_weight is not None else router_cfg.cost_weight
+        query = Query.from_messages(messages, strategy=options.strategy if options else None,
+                                    cost_weight=cost_weight, top_k=top_k)
+        strategy = self._strategy_for(query.strategy)
+        routing_started = time.perf_counter()
+        decision = await asyncio.to_thread(strategy.route, query, self.cards)
+        self.metrics.routing_latency(strategy.name, time.perf_counter() - routing_started)
+        candidates = list(decision.expert_ids[:1])
+        if router_cfg.allow_fallback:
+            ranked = sorted(decision.scores, key=lambda i: -decision.scores[i])
+            candidates += [i for i in ranked if i not in candidates]
+            if router_cfg.default_expert and router_cfg.default_expert not in candidates:
+                candidates.append(router_cfg.default_expert)
+        return _Plan(request_id, request.model, decision, candidates, list(decision.expert_ids), expert_request)
 
-    # -- calling experts ----------------------------------------------------------------------
+    # -- execution ----------------------------------------------------------------------------
+    async def _execute(self, plan: _Plan) -> ChatOutcome:
+        if len(plan.aggregate_over) > 1:
+            return await self._execute_aggregated(plan)
+        reply = await self._call_with_fallback(plan)
+        cost = responses.cost_of(self.cards_by_id, [(reply.expert_id, reply.prompt_tokens, reply.completion_tokens)])
+        response = responses.completion(plan.model, reply.text, reply.finish_reason, reply.prompt_tokens,
+                                        reply.completion_tokens,
+                                        responses.routing_info(plan.decision, [reply.expert_id], cost))
+        self._log(plan, [reply.expert_id], 200)
+        return ChatOutcome(response, [reply.expert_id])
+
     def _timeout(self, expert_id: str) -> float:
         return self.config.expert(expert_id).timeout_s
 
     async def _call_one(self, expert_id: str, request: ExpertRequest) -> ExpertReply:
         backend = self.backends[expert_id]
         try:
-            return await asyncio.wait_for(backend.chat(request), timeout=self._timeout(expert_id))
+            async with self.residency.use(expert_id):
+                return await asyncio.wait_for(backend.chat(request), timeout=self._timeout(expert_id))
         except asyncio.TimeoutError:
             raise ExpertTimeoutError(f"expert '{expert_id}' timed out after {self._timeout(expert_id)}s") from None
         except CoEError:
@@ -233,17 +284,59 @@ class RouterService:
         except Exception as exc:  # a backend bug must not become a router 500
             raise ExpertError(f"expert '{expert_id}' failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _call_with_fallback(self, plan: _Plan) -> tuple[ExpertReply, RoutingDecision | None]:
+    async def _call_with_fallback(self, plan: _Plan) -> ExpertReply:
         last_error: CoEError | None = None
         for expert_id in plan.candidates:
             try:
-                reply = await self._call_one(expert_id, plan.expert_request)
-                return reply, plan.decision
-            except (ExpertError, ExpertTimeoutError, ExpertUnavailableError) as exc:
+                return await self._call_one(expert_id, plan.expert_request)
+            except _RETRYABLE as exc:
                 last_error = exc
                 self._note_failure(plan, expert_id, exc)
-        assert last_error is not None
         raise self._final_error(plan, last_error)
+
+    async def _gather(self, plan: _Plan):
+        deadline = self.config.aggregation.deadline_s
+        result = await fan_out(plan.aggregate_over, lambda e: self._call_one(e, plan.expert_request), deadline)
+        for dropped in result.dropped:
+            self.metrics.fallback(dropped["expert"], dropped["reason"])
+        if not result.replies:
+            reasons = "; ".join(f"{d['expert']}: {d['reason']}" for d in result.dropped)
+            error_cls = ExpertTimeoutError if all(d["reason"] in ("deadline", "expert_timeout")
+                                                  for d in result.dropped) else ExpertUnavailableError
+            raise error_cls(f"no expert answered in time ({reasons})")
+        return result
+
+    def _aggregate_routing(self, plan: _Plan, fan, agg_result, answered: list[str]) -> dict[str, Any]:
+        parts = [(r.expert_id, r.prompt_tokens, r.completion_tokens) for r in fan.replies]
+        for extra in agg_result.extra_experts:
+            parts.append((extra, max(agg_result.prompt_tokens - sum(p for _, p, _ in parts), 0),
+                          max(agg_result.completion_tokens - sum(c for _, _, c in parts), 0)))
+        return responses.routing_info(plan.decision, answered, responses.cost_of(self.cards_by_id, parts),
+                                      answered=[r.expert_id for r in fan.replies], dropped=fan.dropped,
+                                      aggregation=agg_result.details)
+
+    async def _execute_aggregated(self, plan: _Plan) -> ChatOutcome:
+        fan = await self._gather(plan)
+        scores = plan.decision.scores if plan.decision else {}
+        result = await self.aggregator.aggregate(plan.expert_request, fan.replies, scores)
+        answered = [r.expert_id for r in fan.replies] + result.extra_experts
+        routing = self._aggregate_routing(plan, fan, result, answered)
+        response = responses.completion(plan.model, result.text, result.finish_reason, result.prompt_tokens,
+                                        result.completion_tokens, routing)
+        self._log(plan, answered, 200)
+        return ChatOutcome(response, answered)
+
+    async def _stream_aggregated(self, plan: _Plan) -> StreamOutcome:
+        fan = await self._gather(plan)
+        scores = plan.decision.scores if plan.decision else {}
+        result, deltas = await self.aggregator.stream(plan.expert_request, fan.replies, scores)
+        answered = [r.expert_id for r in fan.replies] + result.extra_experts
+        iterator = deltas.__aiter__()
+        source = result.extra_experts[0] if result.extra_experts else answered[0]
+        first = await self._next_delta(source, iterator)
+        routing = self._aggregate_routing(plan, fan, result, answered)
+        return StreamOutcome(plan.decision, answered,
+                             self._stream_chunks(plan, answered, routing, first, iterator, source))
 
     def _note_failure(self, plan: _Plan, expert_id: str, exc: CoEError) -> None:
         log.warning("expert %s failed for %s: %s", expert_id, plan.request_id, exc.message)
@@ -252,27 +345,42 @@ class RouterService:
             plan.decision.fallback.append({"expert": expert_id, "reason": exc.code, "message": exc.message})
 
     @staticmethod
-    def _final_error(plan: _Plan, last_error: CoEError) -> CoEError:
+    def _final_error(plan: _Plan, last_error: CoEError | None) -> CoEError:
+        if last_error is None:
+            return ExpertUnavailableError("no expert could take the request")
         if len(plan.candidates) > 1:
             return ExpertUnavailableError(
                 f"all candidate experts failed ({', '.join(plan.candidates)}); last error: {last_error.message}")
         return last_error
 
-    async def _open_stream_with_fallback(self, plan: _Plan):
+    async def _open_stream(self, plan: _Plan) -> tuple[str, ExpertDelta | None, Any]:
         last_error: CoEError | None = None
         for expert_id in plan.candidates:
-            iterator = self.backends[expert_id].stream(plan.expert_request).__aiter__()
+            # Held until the stream ends (see _stream_chunks), so the expert is not evicted mid-answer.
+            residency = self.residency.use(expert_id)
             try:
-                first = await self._next_delta(expert_id, iterator)
-                return expert_id, first, iterator, plan.decision
-            except (ExpertError, ExpertTimeoutError, ExpertUnavailableError) as exc:
+                await residency.__aenter__()
+            except _RETRYABLE as exc:
                 last_error = exc
                 self._note_failure(plan, expert_id, exc)
-                await _close(iterator)
-        assert last_error is not None
+                continue
+            iterator = None
+            try:
+                iterator = _Held(self.backends[expert_id].stream(plan.expert_request).__aiter__(), residency)
+                first = await self._next_delta(expert_id, iterator)
+                return expert_id, first, iterator
+            except BaseException as exc:
+                if iterator is not None:
+                    await iterator.aclose()
+                else:
+                    await residency.__aexit__(None, None, None)
+                if not isinstance(exc, _RETRYABLE):
+                    raise
+                last_error = exc
+                self._note_failure(plan, expert_id, exc)
         raise self._final_error(plan, last_error)
 
-    async def _next_delta(self, expert_id: str, iterator: AsyncIterator[ExpertDelta]) -> ExpertDelta | None:
+    async def _next_delta(self, expert_id: str, iterator: Any) -> ExpertDelta | None:
         try:
             return await asyncio.wait_for(iterator.__anext__(), timeout=self._timeout(expert_id))
         except StopAsyncIteration:
@@ -284,53 +392,19 @@ class RouterService:
         except Exception as exc:
             raise ExpertError(f"expert '{expert_id}' failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _chunks(self, plan: _Plan, model: str, expert_id: str, decision: RoutingDecision | None,
-                      first: ExpertDelta | None, rest: AsyncIterator[ExpertDelta],
-                      include_usage: bool) -> AsyncIterator[ChatCompletionChunk]:
-        completion_id = plan.request_id
-        created = int(time.time())
-        yield ChatCompletionChunk(id=completion_id, created=created, model=model,
-                                  choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))],
-                                  routing=self._routing_info(decision, [expert_id], None))
-        delta = first
-        last: ExpertDelta | None = None
+    async def _stream_chunks(self, plan: _Plan, answered: list[str], routing: dict[str, Any],
+                             first: ExpertDelta | None, iterator: Any, source: str):
         status = 200
         try:
-            while delta is not None:
-                last = delta
-                if delta.text or delta.finish_reason:
-                    yield ChatCompletionChunk(
-                        id=completion_id, created=created, model=model,
-                        choices=[ChunkChoice(delta=DeltaMessage(content=delta.text or None),
-                                             finish_reason=delta.finish_reason)])
-                if delta.finish_reason:
-                    break
-                delta = await self._next_delta(expert_id, rest)
-            if include_usage and last is not None:
-                yield ChatCompletionChunk(
-                    id=completion_id, created=created, model=model, choices=[],
-                    usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                                total_tokens=last.prompt_tokens + last.completion_tokens))
+            async for chunk in responses.chunks(plan.request_id, plan.model, routing, first,
+                                                lambda: self._next_delta(source, iterator), plan.include_usage):
+                yield chunk
         except BaseException:
-            status = 499
+            status = 499  # client went away or the expert failed mid-stream
             raise
         finally:
-            await _close(rest)
-            self._log(plan, [expert_id], status)
-
-    # -- explanation & logging ----------------------------------------------------------------
-    def _routing_info(self, decision: RoutingDecision | None, answered: Sequence[str],
-                      reply: ExpertReply | None) -> dict[str, Any]:
-        if decision is None:
-            info: dict[str, Any] = {"strategy": "direct", "experts": list(answered), "scores": {}}
-        else:
-            info = decision.to_dict()
-            info["chosen"] = list(decision.expert_ids)
-            info["experts"] = list(answered)
-        if reply is not None:
-            card = self._cards_by_id[reply.expert_id]
-            info["cost"] = card.cost_of(reply.prompt_tokens, reply.completion_tokens)
-        return info
+            await _close(iterator)  # cancels the expert's generation when the client disconnects
+            self._log(plan, answered, status)
 
     def _log(self, plan: _Plan, experts: Sequence[str], status: int) -> None:
         for expert in experts:
@@ -342,6 +416,35 @@ class RouterService:
             "latency_ms": round((time.perf_counter() - plan.started) * 1000, 1)}))
 
 
+class _Held:
+    """An expert's delta iterator that releases its residency claim when closed."""
+
+    def __init__(self, inner: Any, residency: Any) -> None:
+        self.inner = inner
+        self.residency = residency
+        self.closed = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self.inner.__anext__()
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await _close(self.inner)
+        finally:
+            await self.residency.__aexit__(None, None, None)
+
+
+def _error_item(index: int, exc: BaseException) -> dict[str, Any]:
+    status, body, _ = to_error_response(exc)
+    return {"index": index, "status": status, "experts": [], "error": body.error.model_dump()}
+
+
 async def _close(iterator: Any) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
@@ -349,7 +452,3 @@ async def _close(iterator: Any) -> None:
             await aclose()
         except Exception:  # closing a broken stream must not mask the real error
             pass
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex

@@ -61,3 +61,30 @@ class FakeExpertBackend:
 
     async def health(self) -> bool:
         return not self.fail
+
+
+class OffloadableFakeExpert(FakeExpertBackend):
+    """A fake that must be loaded before it answers, and counts its loads — for residency tests."""
+
+    def __init__(self, expert_id: str, *, loaded: bool = False, load_delay_s: float = 0.0, **kwargs) -> None:
+        super().__init__(expert_id, **kwargs)
+        self.loaded = loaded
+        self.load_delay_s = load_delay_s
+        self.loads = 0
+        self.offloads = 0
+
+    async def load(self) -> None:
+        if self.loaded:
+            raise RuntimeError(f"{self.expert_id} loaded twice")
+        await asyncio.sleep(self.load_delay_s)
+        self.loaded = True
+        self.loads += 1
+
+    async def offload(self) -> None:
+        self.loaded = False
+        self.offloads += 1
+
+    async def chat(self, request: ExpertRequest) -> ExpertReply:
+        if not self.loaded:
+            raise ExpertError(f"{self.expert_id} called while offloaded")
+        return await super().chat(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any, AsyncIterator
@@ -40,6 +41,7 @@ class VLLMEngineBackend:
         self.engine_args = dict(engine_args or {})
         self.engine = None
         self._tokenizer = None
+        self.sleeping = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -56,8 +58,36 @@ class VLLMEngineBackend:
             self.engine.shutdown()
             self.engine = None
 
+    def _sleep_mode(self) -> bool:
+        if not self.engine_args.get("enable_sleep_mode"):
+            return False
+        from vllm.platforms import current_platform
+
+        return current_platform.is_sleep_mode_available()
+
+    async def offload(self) -> None:
+        """Free the expert's memory: vLLM sleep mode (level 1: weights to host RAM, KV cache dropped) where
+        the platform has it (CUDA/ROCm/XPU); otherwise — e.g. vLLM CPU — shut the engine down."""
+        if self.engine is None or self.sleeping:
+            return
+        if self._sleep_mode():
+            await self.engine.sleep(level=1)
+            self.sleeping = True
+        else:
+            await asyncio.to_thread(self.shutdown)
+
+    async def load(self) -> None:
+        if self.sleeping:
+            await self.engine.wake_up()
+            self.sleeping = False
+        elif self.engine is None:
+            await asyncio.to_thread(self.start)
+
+    def is_loaded(self) -> bool:
+        return self.engine is not None and not self.sleeping
+
     async def health(self) -> bool:
-        if self.engine is None:
+        if self.engine is None or self.sleeping:
             return False
         try:
             await self.engine.check_health()

@@ -60,13 +60,15 @@ async def test_per_request_strategy():
         assert r.json()["routing"]["experts"] == ["general"]
 
 
-async def test_top_k_lists_all_chosen_and_answers_with_first():
+async def test_top_k_asks_every_chosen_expert_and_votes():
     service, backends = make_service()
     async with make_client(service) as c:
         r = await c.post("/v1/chat/completions", json=chat("sum the word", routing={"top_k": 2}))
         routing = r.json()["routing"]
         assert len(routing["chosen"]) == 2
-        assert routing["experts"] == routing["chosen"][:1]
+        assert sorted(routing["answered"]) == sorted(routing["chosen"])
+        assert routing["aggregation"]["method"] == "vote"
+        assert all(backends[e].calls == 1 for e in routing["chosen"])
 
 
 async def test_stream_is_sse_with_routing_in_first_chunk_and_done():

@@ -1,0 +1,57 @@
+"""Merging several experts' answers into one. Aggregators see only the replies that arrived in time."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Sequence
+
+from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+
+if TYPE_CHECKING:
+    from router_service.config import AggregationConfig
+    from router_service.experts.base import ExpertBackend
+
+
+@dataclass
+class AggregationResult:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    details: dict[str, Any] = field(default_factory=dict)
+    # Experts whose calls this aggregation made (e.g. the synthesizer), beyond the candidates.
+    extra_experts: list[str] = field(default_factory=list)
+
+
+class Aggregator(abc.ABC):
+    method: str = "base"
+
+    @abc.abstractmethod
+    async def aggregate(self, request: ExpertRequest, replies: Sequence[ExpertReply],
+                        scores: Mapping[str, float]) -> AggregationResult:
+        """Merge `replies` (best routing score first) into one answer."""
+
+    async def stream(self, request: ExpertRequest, replies: Sequence[ExpertReply],
+                     scores: Mapping[str, float]) -> tuple[AggregationResult, AsyncIterator[ExpertDelta]]:
+        """Default: aggregate, then emit the result as one delta."""
+        result = await self.aggregate(request, replies, scores)
+
+        async def single() -> AsyncIterator[ExpertDelta]:
+            yield ExpertDelta(result.text, result.finish_reason or "stop", result.prompt_tokens,
+                              result.completion_tokens)
+
+        return result, single()
+
+
+def make_aggregator(config: "AggregationConfig", backends: Mapping[str, "ExpertBackend"],
+                    timeout_s: float) -> Aggregator:
+    if config.method == "vote":
+        from router_service.aggregation.vote import VoteAggregator
+
+        return VoteAggregator()
+    from router_service.aggregation.synthesize import SynthesizeAggregator
+
+    assert config.aggregator is not None  # enforced by config validation
+    return SynthesizeAggregator(config.aggregator, backends[config.aggregator], config.template,
+                                timeout_s=timeout_s)

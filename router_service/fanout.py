@@ -1,0 +1,40 @@
+"""Call several experts at once under a deadline; whoever is late or fails is dropped, with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Sequence
+
+from router_service.errors import CoEError
+from router_service.types import ExpertReply
+
+
+@dataclass
+class FanoutResult:
+    replies: list[ExpertReply]                      # in the order of `expert_ids` (best routing score first)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+
+
+async def fan_out(expert_ids: Sequence[str], call: Callable[[str], Awaitable[ExpertReply]],
+                  deadline_s: float) -> FanoutResult:
+    tasks = {expert_id: asyncio.create_task(call(expert_id)) for expert_id in expert_ids}
+    done, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
+    for task in pending:
+        task.cancel()  # stop generating answers nobody will read
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    replies, dropped = [], []
+    for expert_id, task in tasks.items():
+        if task in pending:
+            dropped.append({"expert": expert_id, "reason": "deadline",
+                            "message": f"no answer within the {deadline_s}s aggregation deadline"})
+            continue
+        exc = task.exception()
+        if exc is None:
+            replies.append(task.result())
+        elif isinstance(exc, CoEError):
+            dropped.append({"expert": expert_id, "reason": exc.code or exc.error_type, "message": exc.message})
+        else:
+            dropped.append({"expert": expert_id, "reason": "error", "message": f"{type(exc).__name__}: {exc}"})
+    return FanoutResult(replies, dropped)

@@ -1,0 +1,140 @@
+"""Which experts are loaded, under a budget of at most N resident experts (accelerator/host memory).
+
+Requests for resident experts pass straight through. A request for a non-resident expert starts a load
+after a short window (so concurrent requests for that expert share one load), evicting the least
+recently used idle expert when the budget is full. Backends that cannot offload are always resident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from typing import AsyncIterator, Iterable, Mapping
+
+from router_service.errors import CoEError, ExpertUnavailableError
+from router_service.experts.base import ExpertBackend
+
+
+@dataclass
+class ResidencyStats:
+    loads: int = 0
+    offloads: int = 0
+    switch_seconds: float = 0.0
+    queue_wait_seconds: float = 0.0
+    load_log: list[str] = field(default_factory=list)
+
+    def snapshot(self) -> dict:
+        data = asdict(self)
+        data["load_log"] = list(self.load_log[-50:])
+        return data
+
+
+def can_offload(backend: ExpertBackend) -> bool:
+    return callable(getattr(backend, "load", None)) and callable(getattr(backend, "offload", None))
+
+
+class ResidencyManager:
+    def __init__(self, backends: Mapping[str, ExpertBackend], budget: int | None = None,
+                 load_window_s: float = 0.05, initially_resident: Iterable[str] | None = None) -> None:
+        self.backends = dict(backends)
+        self.managed = [e for e, b in self.backends.items() if can_offload(b)]
+        self.budget = budget if budget is not None else len(self.backends)
+        self.enabled = budget is not None and budget < len(self.managed)
+        self.load_window_s = load_window_s
+        start = list(initially_resident) if initially_resident is not None else self.managed[: self.budget]
+        self.resident: OrderedDict[str, None] = OrderedDict((e, None) for e in start if e in self.managed)
+        self.in_use: dict[str, int] = {e: 0 for e in self.backends}
+        self.loading: dict[str, asyncio.Future] = {}
+        self.unloading: set[str] = set()
+        self.stats = ResidencyStats()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()  # strong refs: a load must not be garbage-collected mid-way
+
+    def is_resident(self, expert_id: str) -> bool:
+        return not self.enabled or expert_id not in self.managed or expert_id in self.resident
+
+    def resident_ids(self) -> list[str]:
+        return [e for e in self.backends if self.is_resident(e)]
+
+    @asynccontextmanager
+    async def use(self, expert_id: str) -> AsyncIterator[None]:
+        if not self.enabled or expert_id not in self.managed:
+            yield
+            return
+        await self._acquire(expert_id)
+        try:
+            yield
+        finally:
+            self.in_use[expert_id] -= 1
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _acquire(self, expert_id: str) -> None:
+        waited_from = time.perf_counter()
+        while True:
+            if expert_id in self.resident:
+                self.resident.move_to_end(expert_id)
+                self.in_use[expert_id] += 1
+                self.stats.queue_wait_seconds += time.perf_counter() - waited_from
+                return
+            pending = self.loading.get(expert_id)
+            if pending is None:
+                if len(self.resident) + len(self.loading) + len(self.unloading) < self.budget:
+                    pending = self._start_load(expert_id, victim=None)
+                else:
+                    victim = next((e for e in self.resident if self.in_use[e] == 0), None)
+                    if victim is None:
+                        await self._changed.wait()  # every resident expert is busy: wait for one to finish
+                        continue
+                    del self.resident[victim]
+                    self.unloading.add(victim)
+                    pending = self._start_load(expert_id, victim=victim)
+            # Claim before the load lands, so nobody can evict it between landing and our turn.
+            self.in_use[expert_id] += 1
+            try:
+                await asyncio.shield(pending)
+            except BaseException:
+                self.in_use[expert_id] -= 1
+                self._notify()
+                raise
+            self.stats.queue_wait_seconds += time.perf_counter() - waited_from
+            return
+
+    def _start_load(self, expert_id: str, victim: str | None) -> asyncio.Future:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.loading[expert_id] = future
+        self._tasks.add(asyncio.get_running_loop().create_task(self._switch(expert_id, victim, future)))
+        return future
+
+    async def _switch(self, expert_id: str, victim: str | None, future: asyncio.Future) -> None:
+        try:
+            if self.load_window_s:
+                await asyncio.sleep(self.load_window_s)  # let concurrent requests for this expert join
+            started = time.perf_counter()
+            if victim is not None:
+                await self.backends[victim].offload()
+                self.stats.offloads += 1
+                self.unloading.discard(victim)
+            await self.backends[expert_id].load()
+            self.stats.loads += 1
+            self.stats.switch_seconds += time.perf_counter() - started
+            self.stats.load_log.append(expert_id)
+            self.resident[expert_id] = None
+            future.set_result(None)
+        except BaseException as exc:  # a failed load must wake its waiters with the error
+            if victim is not None:
+                self.unloading.discard(victim)
+            if not future.done():
+                error = exc if isinstance(exc, CoEError) else ExpertUnavailableError(
+                    f"expert '{expert_id}' could not be loaded: {type(exc).__name__}: {exc}")
+                future.set_exception(error)
+        finally:
+            self.loading.pop(expert_id, None)
+            self._tasks.discard(asyncio.current_task())
+            self._notify()
