@@ -101,6 +101,10 @@ class RouterConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="Extra strategy constructor arguments.")
     allow_fallback: bool = Field(default=True, description="On expert failure, retry on the next-best expert.")
     embedder: str = "all-MiniLM-L6-v2"
+    micro_batch_window_ms: float = Field(default=2.0, ge=0.0,
+                                         description="Concurrent prompts wait this long to share one embedding call.")
+    micro_batch_max: int = Field(default=64, ge=1)
+    embedding_cache_size: int = Field(default=4096, ge=0, description="Cached prompt embeddings; 0 turns it off.")
 
     @field_validator("strategy")
     @classmethod

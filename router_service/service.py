@@ -7,6 +7,7 @@ strategies own the choice; backends own generation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -29,6 +30,7 @@ from router_service.errors import (
     to_error_response,
 )
 from router_service.experts.base import ExpertBackend
+from router_service.embedding_batcher import MicroBatchingEmbedder
 from router_service.fanout import fan_out
 from router_service.metrics import Metrics, NullMetrics
 from router_service.residency import ResidencyManager
@@ -106,6 +108,7 @@ class RouterService:
         agg = config.aggregation
         timeout = config.expert(agg.aggregator).timeout_s if agg.aggregator else config.server.request_timeout_s
         self.aggregator = make_aggregator(agg, self.backends, timeout)
+        self._batchers: dict[int, MicroBatchingEmbedder] = {}
 
     # -- public API ---------------------------------------------------------------------------
     def models(self) -> ModelList:
@@ -193,6 +196,15 @@ class RouterService:
         return {"object": "batch.result", "results": results, "stats": stats}
 
     # -- planning -----------------------------------------------------------------------------
+    def _batcher(self, embedder) -> MicroBatchingEmbedder:
+        key = id(embedder)
+        if key not in self._batchers:
+            router = self.config.router
+            self._batchers[key] = MicroBatchingEmbedder(
+                embedder, window_s=router.micro_batch_window_ms / 1000, max_batch=router.micro_batch_max,
+                cache_size=router.embedding_cache_size)
+        return self._batchers[key]
+
     def _strategy_for(self, name: str | None) -> RoutingStrategy:
         key = name or self.default_strategy
         if key not in self.strategies:
@@ -247,7 +259,12 @@ class RouterService:
                                     cost_weight=cost_weight, top_k=top_k)
         strategy = self._strategy_for(query.strategy)
         routing_started = time.perf_counter()
-        decision = await asyncio.to_thread(strategy.route, query, self.cards)
+        if strategy.needs_embedding and strategy.embedder is not None:
+            # Shared, cached embedding of this prompt alone; scoring after it is sub-millisecond.
+            query = dataclasses.replace(query, embedding=await self._batcher(strategy.embedder).embed(query.text))
+            decision = strategy.route(query, self.cards)
+        else:
+            decision = await asyncio.to_thread(strategy.route, query, self.cards)
         self.metrics.routing_latency(strategy.name, time.perf_counter() - routing_started)
         candidates = list(decision.expert_ids[:1])
         if router_cfg.allow_fallback:
