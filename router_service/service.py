@@ -133,6 +133,7 @@ class RouterService:
         report: dict[str, Any] = {"status": status, "experts": experts, "strategy": self.default_strategy}
         if self.residency.enabled:
             report["resident"] = self.residency.resident_ids()
+            report["residency"] = {k: v for k, v in self.residency.stats.snapshot().items() if k != "load_log"}
         return report
 
     def route(self, query: Query) -> RoutingDecision:

@@ -1,0 +1,105 @@
+"""Expert loads and wall time for a mixed batch, grouped by expert vs in arrival order.
+
+Two modes:
+  fake (default): in-process RouterService over fake experts whose load takes --load-s seconds.
+  --endpoint URL: a running deployment with `residency.max_resident_experts` < experts (e.g. the
+                  CPU zoo, see deployments/coe-residency.yaml); grouped = one POST /v1/batch,
+                  naive = the same requests one by one in arrival order. Loads come from /health.
+
+    python bench/grouping.py --requests 24 --experts 4 --budget 2
+    python bench/grouping.py --endpoint http://127.0.0.1:8000 --requests 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+
+import httpx
+
+
+def mixed_assignments(n: int, experts: list[str], seed: int) -> list[str]:
+    rng = random.Random(seed)
+    order = [experts[i % len(experts)] for i in range(n)]
+    rng.shuffle(order)
+    return order
+
+
+async def fake_mode(args) -> dict:
+    from router_service.batching import count_loads
+    from router_service.config import parse_service_config
+    from router_service.experts.fake import OffloadableFakeExpert
+    from router_service.service import RouterService
+    from router_service.strategies.rules import FixedStrategy
+
+    experts = [f"e{i}" for i in range(args.experts)]
+    config = parse_service_config({
+        "experts": [{"id": e, "model": f"org/{e}"} for e in experts],
+        "router": {"strategy": "fixed", "default_expert": experts[0]},
+        "residency": {"max_resident_experts": args.budget, "load_window_s": 0.0}})
+    assignments = mixed_assignments(args.requests, experts, args.seed)
+    requests = [{"model": e, "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4}
+                for i, e in enumerate(assignments)]
+    results = {}
+    for mode in ("grouped", "naive"):
+        backends = {e: OffloadableFakeExpert(e, loaded=i < args.budget, load_delay_s=args.load_s)
+                    for i, e in enumerate(experts)}
+        service = RouterService(config, backends, {"fixed": FixedStrategy(expert=experts[0])})
+        started = time.perf_counter()
+        if mode == "grouped":
+            await service.batch(requests)
+        else:
+            from router_service.schema import ChatCompletionRequest
+            for r in requests:
+                await service.chat(ChatCompletionRequest.model_validate(r))
+        results[mode] = {"loads": service.residency.stats.loads, "seconds": round(time.perf_counter() - started, 3)}
+    results["minimum_loads"] = len(set(assignments) - set(experts[: args.budget]))
+    results["lru_arrival_loads_model"] = count_loads(assignments, experts[: args.budget], args.budget)
+    return results
+
+
+def endpoint_mode(args) -> dict:
+    base = args.endpoint.rstrip("/")
+    models = [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"] if m["id"] != "coe"]
+    assignments = mixed_assignments(args.requests, models, args.seed)
+    requests = [{"model": e, "messages": [{"role": "user", "content": f"What is {i}+{i}?"}], "max_tokens": 8}
+                for i, e in enumerate(assignments)]
+
+    def loads() -> int:
+        return httpx.get(f"{base}/health", timeout=60).json().get("residency", {}).get("loads", 0)
+
+    results = {}
+    with httpx.Client(timeout=3600) as client:
+        before = loads()
+        started = time.perf_counter()
+        batch = client.post(f"{base}/v1/batch", json={"requests": requests}).json()
+        results["grouped"] = {"loads": loads() - before, "seconds": round(time.perf_counter() - started, 1),
+                              "batch_stats": batch["stats"],
+                              "errors": sum(r["status"] != 200 for r in batch["results"])}
+        before = loads()
+        started = time.perf_counter()
+        errors = sum(client.post(f"{base}/v1/chat/completions", json=r).status_code != 200 for r in requests)
+        results["naive"] = {"loads": loads() - before, "seconds": round(time.perf_counter() - started, 1),
+                            "errors": errors}
+    results["distinct_experts"] = len(set(assignments))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--experts", type=int, default=4)
+    parser.add_argument("--budget", type=int, default=2)
+    parser.add_argument("--load-s", type=float, default=0.2, help="simulated load time (fake mode)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--endpoint", help="measure a running deployment instead of fakes")
+    args = parser.parse_args()
+    results = endpoint_mode(args) if args.endpoint else asyncio.run(fake_mode(args))
+    print(json.dumps({"args": vars(args), **results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
