@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
+import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -64,10 +65,44 @@ class RoutingStrategy(abc.ABC):
         self.top_k = top_k
         self.embedder: "Embedder | None" = None
 
+    # -- parameters (scikit-learn style, so config can re-tune a loaded artifact) ---------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Keyword parameters of `__init__`; `get_params`/`set_params` work on exactly these."""
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values()
+                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def set_params(self, **params: Any) -> "RoutingStrategy":
+        """Change routing-time parameters (e.g. cost_weight) without refitting; unknown names fail."""
+        known = set(self.param_names())
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise InvalidRequestError(
+                f"strategy '{self.name}' has no parameter(s) {unknown}; known: {sorted(known)}",
+                param="router.params", code="unknown_parameter")
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
+
     # -- learning -----------------------------------------------------------------------------
-    def fit(self, table: "RoutingTable") -> "RoutingStrategy":
+    def fit(self, table: "RoutingTable", embeddings: np.ndarray | None = None) -> "RoutingStrategy":
+        """Learn from `table`. `embeddings` (one row per prompt) may be passed to skip encoding."""
         self.models_ = list(table.models)
         return self
+
+    def _table_embeddings(self, table: "RoutingTable", embeddings: np.ndarray | None) -> np.ndarray:
+        if embeddings is not None:
+            emb = np.asarray(embeddings, dtype=np.float32)
+            if emb.shape[0] != len(table):
+                raise ValueError(f"embeddings has {emb.shape[0]} rows, table has {len(table)} prompts")
+            return emb
+        if self.embedder is None:
+            raise NotFittedError(f"strategy '{self.name}' needs an embedder to fit; call set_embedder()")
+        return np.asarray(self.embedder.encode(list(table.prompts)), dtype=np.float32)
 
     def set_embedder(self, embedder: "Embedder | None") -> "RoutingStrategy":
         self.embedder = embedder
@@ -116,13 +151,18 @@ class RoutingStrategy(abc.ABC):
         """Strategy-specific explanation for the response's `routing.details`."""
         return {}
 
+    def score_and_explain(self, query: Query,
+                          experts: Sequence[ExpertCard]) -> tuple[Mapping[str, float], dict[str, Any]]:
+        """Both at once; strategies whose scores and explanation share work override this."""
+        return self.score_experts(query, experts), self.explain(query, experts)
+
     def route(self, query: Query, experts: Sequence[ExpertCard]) -> RoutingDecision:
         self.check_fitted()
         if not experts:
             raise ValueError("no experts to route to")
         query = self.with_embeddings([query])[0]
-        scores = {k: float(v) for k, v in self.score_experts(query, experts).items()}
-        details = self.explain(query, experts)
+        raw_scores, details = self.score_and_explain(query, experts)
+        scores = {k: float(v) for k, v in raw_scores.items()}
         return self._decide(query, experts, scores, details)
 
     def route_batch(self, queries: Sequence[Query], experts: Sequence[ExpertCard]) -> list[RoutingDecision]:
@@ -160,3 +200,4 @@ class RoutingStrategy(abc.ABC):
             details=details,
             fallback=fallback,
         )
+
