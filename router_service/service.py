@@ -139,6 +139,10 @@ class RouterService:
     def route(self, query: Query) -> RoutingDecision:
         return self._strategy_for(query.strategy).route(query, self.cards)
 
+    async def decide(self, request: ChatCompletionRequest) -> RoutingDecision | None:
+        """The routing decision the service would make for `request` (None for a direct expert call)."""
+        return (await self._plan(request)).decision
+
     async def chat(self, request: ChatCompletionRequest) -> ChatOutcome:
         plan = await self._plan(request)
         return await self._execute(plan)

@@ -1,0 +1,145 @@
+"""What the router adds to a request, against the floor set by embedding the prompt.
+
+Prints, on the same prompts within one run:
+  (a) with --endpoint: latency straight to an expert (model=<id>) vs through the router (model="coe"),
+      each prompt sent to the expert the router picked for it; p50/p99 and their difference;
+  (b) routing decisions per second of RouterService alone (instant fake experts) at concurrency
+      1, 8, 32, 128, with the real embedder and the fitted artifact;
+  (c) embedding time alone at the same batch sizes;
+and ratios that compare across machines (decision time at concurrency 1 / one embedding call).
+
+    python bench/router_overhead.py --artifact deployments/routers/zoo-category.joblib \
+        --dataset eval/data/zoo_heldout.jsonl [--endpoint http://127.0.0.1:8000] [--no-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+LEVELS = (1, 8, 32, 128)
+
+
+def load_prompts(path: str, limit: int) -> list[str]:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    prompts = [r.get("prompt") or r["messages"][-1]["content"] for r in rows]
+    return (prompts * (limit // max(len(prompts), 1) + 1))[:limit] if prompts else []
+
+
+def percentile(values, q) -> float:
+    return float(np.percentile(np.asarray(values), q)) * 1000
+
+
+def endpoint_latency(endpoint: str, prompts: list[str], max_tokens: int) -> dict:
+    base = endpoint.rstrip("/")
+    routed, direct = [], []
+    with httpx.Client(timeout=120) as client:
+        for prompt in prompts:
+            body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0}
+            started = time.perf_counter()
+            r = client.post(f"{base}/v1/chat/completions", json={**body, "model": "coe"})
+            routed.append(time.perf_counter() - started)
+            expert = r.headers["x-coe-experts"].split(",")[0]
+            started = time.perf_counter()
+            client.post(f"{base}/v1/chat/completions", json={**body, "model": expert})
+            direct.append(time.perf_counter() - started)
+    return {"n": len(prompts),
+            "direct_ms": {"p50": percentile(direct, 50), "p99": percentile(direct, 99)},
+            "routed_ms": {"p50": percentile(routed, 50), "p99": percentile(routed, 99)},
+            "overhead_ms": {"p50": percentile(routed, 50) - percentile(direct, 50),
+                            "p99": percentile(routed, 99) - percentile(direct, 99)}}
+
+
+def build_service(artifact: str, cache: bool):
+    from router_service.artifact import load_artifact, read_artifact_info
+    from router_service.config import parse_service_config
+    from router_service.experts.fake import FakeExpertBackend
+    from router_service.service import RouterService
+
+    strategy = load_artifact(artifact)
+    experts = strategy.fitted_experts or read_artifact_info(artifact)["experts"]
+    config = parse_service_config({
+        "experts": [{"id": e, "model": f"org/{e}"} for e in experts],
+        "router": {"strategy": strategy.name, "embedding_cache_size": 4096 if cache else 0}})
+    backends = {e: FakeExpertBackend(e) for e in experts}
+    return RouterService(config, backends, {strategy.name: strategy}), strategy
+
+
+async def decisions_per_second(service, prompts: list[str], concurrency: int) -> float:
+    from router_service.schema import ChatCompletionRequest
+
+    requests = [ChatCompletionRequest(model="coe", messages=[{"role": "user", "content": p}]) for p in prompts]
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(request):
+        async with semaphore:
+            await service.decide(request)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(r) for r in requests))
+    return len(requests) / (time.perf_counter() - started)
+
+
+def embedding_times(embedder, prompts: list[str]) -> dict[int, float]:
+    out = {}
+    for size in LEVELS:
+        batches = [prompts[i:i + size] for i in range(0, min(len(prompts), max(size * 4, 64)), size)]
+        batches = [b for b in batches if len(b) == size] or [prompts[:size]]
+        started = time.perf_counter()
+        for batch in batches:
+            embedder.encode(batch)
+        out[size] = (time.perf_counter() - started) / sum(len(b) for b in batches) * 1000
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifact", default="deployments/routers/zoo-category.joblib")
+    parser.add_argument("--dataset", default="eval/data/zoo_heldout.jsonl")
+    parser.add_argument("--requests", type=int, default=512, help="decisions per concurrency level")
+    parser.add_argument("--endpoint", help="a running deployment for (a)")
+    parser.add_argument("--endpoint-requests", type=int, default=100)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--no-cache", action="store_true", help="turn the embedding cache off for (b)")
+    args = parser.parse_args()
+
+    prompts = load_prompts(args.dataset, args.requests)
+    # Distinct prompts, so the embedding cache cannot hide the embedding cost unless asked to.
+    unique = [f"{p} (#{i})" for i, p in enumerate(prompts)]
+    service, strategy = build_service(args.artifact, cache=not args.no_cache)
+    embedder = strategy.embedder
+    embedder.encode(["warm-up"])  # load the model outside the timings
+
+    result: dict = {"artifact": args.artifact, "strategy": strategy.name, "embedder": embedder.name}
+    emb = embedding_times(embedder, unique)
+    result["embedding_ms_per_prompt"] = {str(k): round(v, 3) for k, v in emb.items()}
+    single = []
+    for prompt in unique[:64]:
+        started = time.perf_counter()
+        embedder.encode([prompt])
+        single.append(time.perf_counter() - started)
+    one_embed_ms = statistics.median(single) * 1000
+    rates = {}
+    for level in LEVELS:
+        fresh = [f"{p} [c{level}]" for p in unique]
+        rates[level] = asyncio.run(decisions_per_second(service, fresh, level))
+    result["decisions_per_second"] = {str(k): round(v, 1) for k, v in rates.items()}
+    decision_ms_c1 = 1000 / rates[1]
+    result["one_embedding_ms"] = round(one_embed_ms, 3)
+    result["decision_ms_at_c1"] = round(decision_ms_c1, 3)
+    result["ratio_decision_c1_over_one_embedding"] = round(decision_ms_c1 / one_embed_ms, 3)
+    result["ratio_rate_c32_over_embedding_floor_c32"] = round(rates[32] / (1000 / emb[32]), 3)
+    if args.endpoint:
+        result["endpoint"] = endpoint_latency(args.endpoint, prompts[: args.endpoint_requests], args.max_tokens)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Offline evaluation harness for routing strategies: `python -m eval offline ...` (see eval.__main__)."""

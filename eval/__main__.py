@@ -1,0 +1,94 @@
+"""`python -m eval offline --train FILE [FILE ...] (--test FILE [FILE ...] | --cv K) [options]`.
+
+Writes results.json, report.md and pareto.png to --out and prints the report table. A bad input
+(unreadable table, unknown strategy or model, inconsistent options) prints `error: ...` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from router_service.embedding import DEFAULT_EMBEDDER
+from router_service.errors import CoEError
+from eval.offline import OfflineConfigError
+from router_service.table_io import TableFormatError, load_prices, load_tables
+
+
+def _csv_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    offline = commands.add_parser("offline", help="fit strategies on routing tables and score held-out prompts")
+    offline.add_argument("--train", nargs="+", required=True, metavar="FILE",
+                         help="routing tables to fit on (RouterBench .csv or question/scores .json)")
+    offline.add_argument("--test", nargs="+", metavar="FILE", help="routing tables to evaluate on")
+    offline.add_argument("--prices", metavar="FILE", help="price JSON {model: {input_price, output_price}} $/Mtok")
+    offline.add_argument("--strategies", type=_csv_list, metavar="NAME[,NAME...]",
+                         help="strategies to evaluate (default: every registered non-baseline strategy)")
+    offline.add_argument("--models", type=_csv_list, metavar="M1,M2,...",
+                         help="subset of models (must be present in every file)")
+    offline.add_argument("--out", default="out/offline", metavar="DIR", help="output directory (default out/offline)")
+    offline.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation on --train (no --test)")
+    offline.add_argument("--embedder", default=DEFAULT_EMBEDDER, metavar="NAME",
+                         help=f"prompt embedder (default {DEFAULT_EMBEDDER}; 'hashing-256' for a fast one)")
+    offline.add_argument("--seed", type=int, default=0, metavar="N", help="seed for CV shuffle and random baseline")
+    offline.add_argument("--grid", type=int, default=11, metavar="N",
+                         help="number of λ points in [0, 1] for trade-off strategies (default 11)")
+    offline.add_argument("--no-plot", action="store_true", help="skip pareto.png")
+    return parser
+
+
+def run_offline_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from eval.embed_cache import CachedEmbedder
+    from eval.offline import markdown_table, report_rows, run_offline, write_outputs
+    from router_service.embedding import make_embedder
+
+    if args.test and args.cv is not None:
+        raise OfflineConfigError("--cv runs cross-validation on --train; it cannot be combined with --test")
+    if not args.test and args.cv is None:
+        raise OfflineConfigError("give --test FILE [FILE ...] or --cv K")
+    if args.grid < 2:
+        raise OfflineConfigError("--grid needs at least 2 points")
+    prices = load_prices(args.prices) if args.prices else None
+    train = load_tables(args.train, prices=prices, models=args.models)
+    test = load_tables(args.test, prices=prices, models=train.models) if args.test else None
+    embedder = CachedEmbedder(make_embedder(args.embedder))
+    lambdas = tuple(np.round(np.linspace(0.0, 1.0, args.grid), 4).tolist())
+    results = run_offline(train, test, strategies=args.strategies, embedder=embedder, cv=args.cv,
+                          seed=args.seed, lambdas=lambdas, prices=prices)
+    results["train_files"] = [str(p) for p in args.train]
+    results["test_files"] = [str(p) for p in args.test or []]
+    results["embedding_cache"] = {"dir": str(embedder.directory), "hits": embedder.hits,
+                                  "misses": embedder.misses}
+    paths = write_outputs(results, args.out, plot=not args.no_plot)
+    print(f"{results['protocol']}: {results['n_test']} prompts, {len(results['models'])} models, "
+          f"run {results['run_seconds']:.1f} s (embedding {results['embed_seconds']:.1f} s, "
+          f"{embedder.misses} prompts newly embedded)")
+    print(markdown_table(report_rows(results)))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "offline":
+            return run_offline_command(args)
+    except (TableFormatError, OfflineConfigError, CoEError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Quality/cost of routing choices, the oracle/best-single/random baselines, and RouterBench's AIQ.
+
+Conventions (also in the README section):
+* A routing choice is a model index per prompt. quality = mean score of the chosen model over the
+  prompts, a missing (NaN) score counting 0; cost = the total cost of the chosen calls, a missing
+  cost counting 0, and a table without costs costing 1 per call (so cost = number of prompts).
+* AIQ (RouterBench, Hu et al. 2024): take the router's (cost, quality) points, keep the non-decreasing
+  upper convex hull (mixing two routing configurations at random reaches any point on the segment
+  between them, so anything below that hull is dominated), extend it flat to a reference cost
+  `max_cost` shared by every router being compared, and divide the area under it by `max_cost`.
+  The area starts at the hull's cheapest point: a router earns nothing for costs it cannot reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from router_service.table import RoutingTable
+
+
+@dataclass(frozen=True)
+class Outcome:
+    quality: float
+    cost: float
+    missing: int  # prompts whose chosen model has no score (counted as 0 in quality)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def outcome(table: RoutingTable, choices: Sequence[int] | np.ndarray) -> Outcome:
+    """Quality and cost of routing prompt i of `table` to model `choices[i]`."""
+    idx = np.asarray(choices, dtype=int)
+    if idx.shape != (len(table),):
+        raise ValueError(f"need one choice per prompt: {idx.shape} vs {len(table)} prompts")
+    if len(table) == 0:
+        return Outcome(quality=0.0, cost=0.0, missing=0)
+    rows = np.arange(len(table))
+    raw = table.scores[rows, idx]
+    return Outcome(quality=float(table.score_matrix()[rows, idx].mean()),
+                   cost=float(table.cost_matrix()[rows, idx].sum()),
+                   missing=int(np.isnan(raw).sum()))
+
+
+def oracle_choices(table: RoutingTable) -> np.ndarray:
+    """Per prompt the best-scoring model; ties go to the cheapest, then to the first in table order."""
+    scores = table.score_matrix()
+    costs = table.cost_matrix()
+    best = scores.max(axis=1, keepdims=True)
+    tied_costs = np.where(scores == best, costs, np.inf)
+    return tied_costs.argmin(axis=1)  # argmin returns the first index among equal costs
+
+
+def best_single_index(table: RoutingTable) -> int:
+    """Model with the best mean score (missing = 0) on `table`; ties: lower mean cost, then table order."""
+    mean_score = table.score_matrix().mean(axis=0)
+    mean_cost = table.cost_matrix().mean(axis=0)
+    order = sorted(range(len(table.models)), key=lambda j: (-mean_score[j], mean_cost[j], j))
+    return order[0]
+
+
+def random_choices(n_prompts: int, n_models: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n_models, size=n_prompts)
+
+
+def single_model_points(table: RoutingTable) -> dict[str, Outcome]:
+    """Every model routed every prompt: the points the zero router interpolates between."""
+    return {m: outcome(table, np.full(len(table), j)) for j, m in enumerate(table.models)}
+
+
+def nondecreasing_hull(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Upper convex hull of (cost, quality) points along which quality never decreases, cost-sorted.
+
+    1. Pareto front: scanning by increasing cost (best quality first at equal cost), keep a point only
+       if it beats every cheaper point's quality.
+    2. Upper hull (monotone chain): drop a middle point lying on or below the segment joining its
+       neighbours, because a random mix of the two neighbours does at least as well at that cost.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        return pts
+    pts = pts[np.lexsort((-pts[:, 1], pts[:, 0]))]
+    front = []
+    for cost, quality in pts:
+        if not front or quality > front[-1][1]:
+            front.append((cost, quality))
+    hull: list[tuple[float, float]] = []
+    for point in front:
+        while len(hull) >= 2 and _not_below_chord(hull[-2], hull[-1], point):
+            hull.pop()
+        hull.append(point)
+    return np.array(hull, dtype=np.float64)
+
+
+def _not_below_chord(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> bool:
+    """True when b lies on or under the segment a→c (cross product of a→b and a→c is >= 0)."""
+    return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]) >= 0
+
+
+def aiq(points: Sequence[Sequence[float]] | np.ndarray, max_cost: float) -> float | None:
+    """RouterBench AIQ of a (cost, quality) curve against reference cost `max_cost`; None if undefined.
+
+    Undefined when there is no point, or when `max_cost` is not positive (e.g. every call free).
+    """
+    hull = nondecreasing_hull(points)
+    if len(hull) == 0 or not max_cost > 0:
+        return None
+    reach = max(float(max_cost), float(hull[-1, 0]))
+    extended = np.vstack([hull, [reach, hull[-1, 1]]])
+    area = float(np.sum(np.diff(extended[:, 0]) * (extended[1:, 1] + extended[:-1, 1]) / 2.0))
+    return area / reach
+
+
+def reference_cost(curves: Sequence[Sequence[Sequence[float]]]) -> float:
+    """The largest cost on any curve: the common right end of every AIQ integral."""
+    costs = [float(p[0]) for curve in curves for p in curve]
+    return max(costs) if costs else 0.0

@@ -1,0 +1,151 @@
+"""Skill matrix of the expert zoo, served through vLLM: exact match of every expert on every skill.
+
+    python -m eval.skill_matrix --models-dir models/zoo --dataset eval/data/zoo_heldout.jsonl [--out DIR]
+
+Each expert in `--models-dir` (one sub-directory per expert, in `ZOO_EXPERTS` order) is loaded with
+the offline engine `vllm.LLM(model=dir, dtype="float32", max_model_len=128, ...)`, one at a time,
+and answers every prompt of the dataset through `llm.chat` (its own chat template), greedily.
+A prediction is correct when it equals the answer after stripping and case-folding. Prints a
+markdown matrix experts × skills and writes `results.json` (accuracies, per-prompt predictions,
+engine arguments and timings) to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+DEFAULT_ENGINE_ARGS: dict[str, Any] = {
+    "dtype": "float32",
+    "max_model_len": 128,
+    "max_num_seqs": 64,
+    "seed": 0,
+}
+
+
+def normalize(text: str) -> str:
+    return text.strip().casefold()
+
+
+def load_dataset(path: str | Path) -> list[dict[str, str]]:
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        for key in ("prompt", "answer", "category"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{path}:{number}: '{key}' must be a string")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def find_experts(models_dir: Path, only: Sequence[str] | None) -> list[str]:
+    from router_service.zoo.build import ZOO_EXPERTS
+
+    present = {p.name for p in models_dir.iterdir() if (p / "config.json").exists()} if models_dir.is_dir() else set()
+    order = [n for n in ZOO_EXPERTS if n in present] + sorted(present - set(ZOO_EXPERTS))
+    if only:
+        missing = [n for n in only if n not in present]
+        if missing:
+            raise SystemExit(f"error: no model dir for {missing} in {models_dir} (have {order})")
+        order = [n for n in order if n in only]
+    if not order:
+        raise SystemExit(f"error: no model directories in {models_dir}; run `python -m router_service.zoo build`")
+    return order
+
+
+def run_expert(model_dir: Path, prompts: Sequence[str], engine_args: dict[str, Any], max_tokens: int) -> tuple[list[str], float, float]:
+    """Greedy chat answers of one expert; returns (answers, engine start seconds, generate seconds)."""
+    from vllm import LLM, SamplingParams
+
+    started = time.perf_counter()
+    llm = LLM(model=str(model_dir), **engine_args)
+    start_s = time.perf_counter() - started
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    started = time.perf_counter()
+    outputs = llm.chat(conversations, params, use_tqdm=False)
+    gen_s = time.perf_counter() - started
+    answers = [out.outputs[0].text for out in outputs]
+    del llm, outputs
+    gc.collect()
+    return answers, start_s, gen_s
+
+
+def markdown_matrix(accuracy: dict[str, dict[str, float]], skills: Sequence[str], counts: dict[str, int]) -> str:
+    header = "| expert | " + " | ".join(f"{s} (n={counts[s]})" for s in skills) + " | mean |"
+    lines = [header, "|---|" + "---:|" * (len(skills) + 1)]
+    for expert, row in accuracy.items():
+        mean = sum(row[s] for s in skills) / len(skills)
+        lines.append(f"| {expert} | " + " | ".join(f"{row[s]:.2f}" for s in skills) + f" | {mean:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.skill_matrix", description=__doc__.split("\n")[0])
+    parser.add_argument("--models-dir", default="models/zoo")
+    parser.add_argument("--dataset", default="eval/data/zoo_heldout.jsonl")
+    parser.add_argument("--out", default="out/skill_matrix", metavar="DIR")
+    parser.add_argument("--experts", nargs="+", default=None, help="subset of expert directories")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--max-model-len", type=int, default=DEFAULT_ENGINE_ARGS["max_model_len"])
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    rows = load_dataset(args.dataset)
+    skills = list(dict.fromkeys(r["category"] for r in rows))
+    counts = {s: sum(r["category"] == s for r in rows) for s in skills}
+    models_dir = Path(args.models_dir)
+    experts = find_experts(models_dir, args.experts)
+    engine_args = {**DEFAULT_ENGINE_ARGS, "max_model_len": args.max_model_len}
+    prompts = [r["prompt"] for r in rows]
+
+    accuracy: dict[str, dict[str, float]] = {}
+    details: dict[str, Any] = {}
+    for expert in experts:
+        answers, start_s, gen_s = run_expert(models_dir / expert, prompts, engine_args, args.max_tokens)
+        correct = [normalize(a) == normalize(r["answer"]) for a, r in zip(answers, rows)]
+        accuracy[expert] = {
+            s: round(sum(c for c, r in zip(correct, rows) if r["category"] == s) / counts[s], 4) for s in skills
+        }
+        details[expert] = {"engine_start_s": round(start_s, 1), "generate_s": round(gen_s, 2),
+                           "predictions": answers, "correct": correct}
+        print(f"[skill_matrix] {expert}: start {start_s:.0f}s, {len(prompts)} prompts in {gen_s:.1f}s: "
+              + ", ".join(f"{s} {a:.2f}" for s, a in accuracy[expert].items()), file=sys.stderr, flush=True)
+
+    table = markdown_matrix(accuracy, skills, counts)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "dataset": str(args.dataset),
+        "models_dir": str(models_dir),
+        "engine_args": engine_args,
+        "sampling": {"temperature": 0.0, "max_tokens": args.max_tokens},
+        "metric": "exact match after strip + casefold",
+        "skills": skills,
+        "counts": counts,
+        "accuracy": accuracy,
+        "markdown": table,
+        "prompts": prompts,
+        "answers": [r["answer"] for r in rows],
+        "categories": [r["category"] for r in rows],
+        "experts": details,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "skill_matrix.md").write_text(table + "\n")
+    print(f"wrote {out / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
