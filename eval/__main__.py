@@ -1,4 +1,5 @@
-"""`python -m eval offline --train FILE [FILE ...] (--test FILE [FILE ...] | --cv K) [options]`.
+"""`python -m eval offline --train FILE [FILE ...] (--test FILE [FILE ...] | --cv K) [options]`
+`python -m eval online --endpoint URL --dataset FILE [--models coe,math,...] [--concurrency N] [--routing JSON] --out DIR`.
 
 Writes results.json, report.md and pareto.png to --out and prints the report table. A bad input
 (unreadable table, unknown strategy or model, inconsistent options) prints `error: ...` and exits 2.
@@ -7,12 +8,15 @@ Writes results.json, report.md and pareto.png to --out and prints the report tab
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import Sequence
 
 from router_service.embedding import DEFAULT_EMBEDDER
 from router_service.errors import CoEError
 from eval.offline import OfflineConfigError
+from eval.online import DatasetError
 from router_service.table_io import TableFormatError, load_prices, load_tables
 
 
@@ -43,7 +47,44 @@ def build_parser() -> argparse.ArgumentParser:
     offline.add_argument("--grid", type=int, default=11, metavar="N",
                          help="number of λ points in [0, 1] for trade-off strategies (default 11)")
     offline.add_argument("--no-plot", action="store_true", help="skip pareto.png")
+
+    online = commands.add_parser("online", help="send a dataset to a running service over HTTP and grade it")
+    online.add_argument("--endpoint", required=True, metavar="URL",
+                        help="OpenAI base URL of the service, e.g. http://127.0.0.1:8000/v1")
+    online.add_argument("--dataset", required=True, metavar="FILE",
+                        help='JSONL of {"messages" or "prompt", "answer", "category"?}')
+    online.add_argument("--models", type=_csv_list, default=["coe"], metavar="M1,M2,...",
+                        help="'coe' and/or expert ids; each answers every prompt (default: coe). "
+                             "'all' = coe plus every expert the service lists")
+    online.add_argument("--concurrency", type=int, default=8, metavar="N")
+    online.add_argument("--routing", type=json.loads, metavar="JSON",
+                        help='per-request routing options for model coe, e.g. \'{"cost_weight": 0.9}\'')
+    online.add_argument("--grader", choices=["auto", "exact", "numeric", "choice"], default="auto")
+    online.add_argument("--max-tokens", type=int, default=32)
+    online.add_argument("--limit", type=int, metavar="N", help="only the first N prompts")
+    online.add_argument("--api-key", default=os.environ.get("COE_API_KEY"))
+    online.add_argument("--out", default="out/online", metavar="DIR")
     return parser
+
+
+def run_online_command(args: argparse.Namespace) -> int:
+    import httpx
+
+    from eval.online import run_online
+
+    models = args.models
+    if models == ["all"]:
+        listed = httpx.get(f"{args.endpoint.rstrip('/')}/models", timeout=30,
+                           headers={"authorization": f"Bearer {args.api_key}"} if args.api_key else {}).json()
+        models = [m["id"] for m in listed["data"]]
+    results = run_online(args.endpoint, args.dataset, models, args.out, concurrency=args.concurrency,
+                         routing=args.routing, max_tokens=args.max_tokens, grader=args.grader,
+                         limit=args.limit, api_key=args.api_key)
+    from eval.online import report_markdown
+
+    print(report_markdown(results))
+    print(f"wrote {args.out}/results.json, {args.out}/report.md")
+    return 0
 
 
 def run_offline_command(args: argparse.Namespace) -> int:
@@ -84,7 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "offline":
             return run_offline_command(args)
-    except (TableFormatError, OfflineConfigError, CoEError) as exc:
+        if args.command == "online":
+            return run_online_command(args)
+    except (TableFormatError, OfflineConfigError, CoEError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 1

@@ -49,7 +49,11 @@ class Outcome:
 
 def load_dataset(path: str | Path, limit: int | None = None) -> list[Item]:
     items: list[Item] = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
