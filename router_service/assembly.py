@@ -46,17 +46,9 @@ def apply_router_settings(strategy: RoutingStrategy, config: ServiceConfig) -> N
             raise ConfigError(f"router.params.{key}: strategy '{strategy.name}' has no parameter '{key}'")
 
 
-def artifact_mismatch(strategy: RoutingStrategy, expert_ids: list[str]) -> tuple[list[str], list[str]]:
-    """(experts the artifact knows but config lacks, experts config has but the artifact never saw)."""
-    fitted = strategy.fitted_experts
-    if fitted is None:
-        return [], []
-    return [e for e in fitted if e not in expert_ids], [e for e in expert_ids if e not in fitted]
-
-
 def load_strategy_artifact(path: str, config: ServiceConfig, embedder_for: Callable[[str], Embedder],
                            field: str = "router.artifact") -> RoutingStrategy:
-    from router_service.artifact import load_artifact
+    from router_service.artifact import expert_mismatch, load_artifact
 
     if not Path(path).exists():
         raise ConfigError(f"{field}: file '{path}' does not exist (fit one with `python -m router_service.fit`)")
@@ -67,7 +59,8 @@ def load_strategy_artifact(path: str, config: ServiceConfig, embedder_for: Calla
     if strategy.embedder is not None:
         # Strategies fitted with the same embedder share one loaded model.
         strategy.set_embedder(embedder_for(strategy.embedder.name))
-    removed, added = artifact_mismatch(strategy, config.expert_ids)
+    mismatch = expert_mismatch(strategy, config.expert_ids)
+    removed, added = mismatch["missing"], mismatch["unknown"]
     if removed:
         log.warning("%s was fitted with experts %s that are not configured; their prompts go to the next-best "
                     "configured expert and responses say so", path, removed)
