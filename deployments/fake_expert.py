@@ -32,6 +32,9 @@ class FakeExpertDeployment:
     async def check_health(self) -> None:
         return None
 
+    def stats(self) -> dict[str, int]:
+        return {"calls": self.backend.calls, "cancelled": self.backend.cancelled}
+
 
 def build_fake_app(args: dict[str, Any]):
     """Application builder like `deployments.app:build_app`, with fake experts: args = {config, fakes}."""

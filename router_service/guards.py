@@ -20,6 +20,12 @@ from router_service.errors import (
 OPEN_PATHS = frozenset({"/health"})
 
 
+def app_path(scope: Scope) -> str:
+    """The request path relative to where the app is mounted (Serve route prefixes arrive as root_path)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
 def error_json(exc: BaseException) -> JSONResponse:
     status, body, headers = to_error_response(exc)
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
@@ -82,7 +88,7 @@ class ApiKeyAuth:
         self.keys = [k.encode() for k in keys if k]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope.get("path") in OPEN_PATHS:
+        if scope["type"] != "http" or not self.keys or app_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         header = dict(scope.get("headers", [])).get(b"authorization", b"")
@@ -107,7 +113,7 @@ class ConcurrencyLimit:
         self.on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+        if scope["type"] != "http" or app_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:

@@ -18,12 +18,14 @@ class FakeExpertBackend:
     """Answers with `answer(expert_id, request)`; can be slow (`delay_s`) or fail (`fail`)."""
 
     def __init__(self, expert_id: str, *, answer: Callable[[str, ExpertRequest], str] | None = None,
-                 delay_s: float = 0.0, fail: bool = False, chunk_chars: int = 4) -> None:
+                 delay_s: float = 0.0, fail: bool = False, chunk_chars: int = 4, chunk_delay_s: float = 0.0,
+                 answer_text: str | None = None) -> None:
         self.expert_id = expert_id
-        self.answer = answer or _default_answer
+        self.answer = answer or ((lambda _e, _r: answer_text) if answer_text is not None else _default_answer)
         self.delay_s = delay_s
         self.fail = fail
         self.chunk_chars = chunk_chars
+        self.chunk_delay_s = chunk_delay_s
         self.calls = 0
         self.cancelled = 0
 
@@ -54,9 +56,13 @@ class FakeExpertBackend:
         reply = await self.chat(request)
         text = reply.text
         pieces = [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)] or [""]
-        for piece in pieces[:-1]:
-            yield ExpertDelta(piece)
-            await asyncio.sleep(0)
+        try:
+            for piece in pieces[:-1]:
+                yield ExpertDelta(piece)
+                await asyncio.sleep(self.chunk_delay_s)
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1  # the consumer went away mid-answer: generation stops here
+            raise
         yield ExpertDelta(pieces[-1], reply.finish_reason, reply.prompt_tokens, reply.completion_tokens)
 
     async def health(self) -> bool:

@@ -84,3 +84,11 @@ async def test_metrics_hooks_record_requests_fallbacks_and_errors():
     assert sum(v for k, v in metrics.counts.items() if k[0] == "request" and k[2] == 200) == 1
     assert metrics.counts[("error", "invalid_request_error")] == 1
     assert len(metrics.latencies) == 1
+
+
+def test_open_paths_are_found_under_a_route_prefix():
+    from router_service.guards import app_path
+
+    assert app_path({"path": "/coe/health", "root_path": "/coe"}) == "/health"
+    assert app_path({"path": "/health", "root_path": ""}) == "/health"
+    assert app_path({"path": "/v1/models", "root_path": "/other"}) == "/v1/models"
