@@ -25,14 +25,14 @@ class _Strict(BaseModel):
 class CostConfig(_Strict):
     """Dollars per million tokens."""
 
-    input_per_mtok: float = Field(default=0.0, ge=0.0)
-    output_per_mtok: float = Field(default=0.0, ge=0.0)
+    input_per_mtok: float = Field(default=0.0, ge=0.0, description="$ per million prompt tokens.")
+    output_per_mtok: float = Field(default=0.0, ge=0.0, description="$ per million completion tokens.")
 
 
 class ResourcesConfig(_Strict):
-    num_cpus: float = Field(default=1.0, ge=0.0)
-    num_gpus: float = Field(default=0.0, ge=0.0)
-    memory_gb: float | None = Field(default=None, gt=0.0)
+    num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per replica (fractions share cores).")
+    num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per replica (fractions share a GPU).")
+    memory_gb: float | None = Field(default=None, gt=0.0, description="Ray memory reservation per replica.")
 
 
 def looks_like_local_path(model: str) -> bool:
@@ -40,22 +40,22 @@ def looks_like_local_path(model: str) -> bool:
 
 
 class ExpertConfig(_Strict):
-    id: str = Field(pattern=EXPERT_ID_PATTERN)
+    id: str = Field(pattern=EXPERT_ID_PATTERN, description="Name clients use as `model`; letters, digits, ._/-")
     model: str = Field(min_length=1, description="Local path or HF id of the weights.")
     build: str | None = Field(
         default=None,
         description="Recipe that creates the model files at `model` when they are missing (see router_service.models).",
     )
-    description: str = ""
-    skills: list[str] = Field(default_factory=list)
-    generalist: bool = False
+    description: str = Field(default="", description="Shown in /v1/models.")
+    skills: list[str] = Field(default_factory=list, description="Keywords for `keyword` routing and docs.")
+    generalist: bool = Field(default=False, description="Last-resort expert when nothing fitted is present.")
     cost: CostConfig = Field(default_factory=CostConfig)
     engine: dict[str, Any] = Field(default_factory=dict, description="vLLM AsyncEngineArgs keyword arguments.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replica.")
-    timeout_s: float = Field(default=60.0, gt=0.0)
-    num_replicas: int = Field(default=1, ge=1)
-    max_ongoing_requests: int = Field(default=32, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0.0, description="Per call (and per streamed piece); then 504/fallback.")
+    num_replicas: int = Field(default=1, ge=1, description="Serve replicas of this expert.")
+    max_ongoing_requests: int = Field(default=32, ge=1, description="Serve's per-replica concurrency bound.")
 
     @field_validator("id")
     @classmethod
@@ -83,27 +83,28 @@ class ExpertConfig(_Strict):
 
 
 class KeywordRule(_Strict):
-    expert: str
-    keywords: list[str] = Field(min_length=1)
+    expert: str = Field(description="Expert id.")
+    keywords: list[str] = Field(min_length=1, description="Whole words that send a prompt to it.")
 
 
 class RouterConfig(_Strict):
-    strategy: str = "keyword"
+    strategy: str = Field(default="keyword", description="category, skill, cost_aware (need `artifact`), keyword, fixed, random.")
     artifact: str | None = Field(default=None, description="Fitted router file from `python -m router_service.fit`.")
     extra_artifacts: list[str] = Field(default_factory=list,
                                        description="More fitted strategies clients may pick per request.")
     default_expert: str | None = Field(default=None, description="Generalist used when the router is unsure.")
-    cost_weight: float = Field(default=0.0, ge=0.0, le=1.0)
-    top_k: int = Field(default=1, ge=1, le=16)
-    confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    category_map: dict[str, str] = Field(default_factory=dict)
-    rules: list[KeywordRule] = Field(default_factory=list)
+    cost_weight: float = Field(default=0.0, ge=0.0, le=1.0, description="Default λ for cost-aware routing.")
+    top_k: int = Field(default=1, ge=1, le=16, description="Default number of experts per request.")
+    confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0,
+                                        description="category: below this, send to `default_expert`.")
+    category_map: dict[str, str] = Field(default_factory=dict, description="category: category → expert override.")
+    rules: list[KeywordRule] = Field(default_factory=list, description="keyword: extra keywords per expert.")
     params: dict[str, Any] = Field(default_factory=dict, description="Extra strategy constructor arguments.")
     allow_fallback: bool = Field(default=True, description="On expert failure, retry on the next-best expert.")
-    embedder: str = "all-MiniLM-L6-v2"
+    embedder: str = Field(default="all-MiniLM-L6-v2", description="Embedder name or local path.")
     micro_batch_window_ms: float = Field(default=2.0, ge=0.0,
                                          description="Concurrent prompts wait this long to share one embedding call.")
-    micro_batch_max: int = Field(default=64, ge=1)
+    micro_batch_max: int = Field(default=64, ge=1, description="Largest shared embedding call.")
     embedding_cache_size: int = Field(default=4096, ge=0, description="Cached prompt embeddings; 0 turns it off.")
 
     @field_validator("strategy")
@@ -120,9 +121,9 @@ class AggregationConfig(_Strict):
     """How answers of several experts are merged (requests with top_k > 1, or every request when enabled)."""
 
     enabled: bool = Field(default=False, description="Aggregate every routed request over max_experts experts.")
-    method: Literal["vote", "synthesize"] = "vote"
+    method: Literal["vote", "synthesize"] = Field(default="vote", description="How answers are merged.")
     aggregator: str | None = Field(default=None, description="Expert that writes the answer for 'synthesize'.")
-    max_experts: int = Field(default=3, ge=1)
+    max_experts: int = Field(default=3, ge=1, description="Experts asked per request when `enabled`.")
     deadline_s: float = Field(default=30.0, gt=0.0, description="Candidates slower than this are dropped.")
     template: str | None = Field(default=None, description="Synthesis prompt with {responses} and {question}.")
 
@@ -139,22 +140,22 @@ class AggregationConfig(_Strict):
 class ResidencyConfig(_Strict):
     """Memory budget: at most `max_resident_experts` experts loaded at once (None = all stay loaded)."""
 
-    max_resident_experts: int | None = Field(default=None, ge=1)
+    max_resident_experts: int | None = Field(default=None, ge=1, description="Memory budget in experts.")
     load_window_s: float = Field(default=0.05, ge=0.0,
                                  description="A load waits this long so concurrent requests share it.")
 
 
 class ServerConfig(_Strict):
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    max_prompt_chars: int = Field(default=32_000, ge=1)
-    max_tokens_limit: int = Field(default=4096, ge=1)
-    default_max_tokens: int = Field(default=256, ge=1)
-    request_timeout_s: float = Field(default=120.0, gt=0.0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413.")
+    max_prompt_chars: int = Field(default=32_000, ge=1, description="Longer prompts get 400.")
+    max_tokens_limit: int = Field(default=4096, ge=1, description="Largest accepted max_tokens.")
+    default_max_tokens: int = Field(default=256, ge=1, description="When the request sets none.")
+    request_timeout_s: float = Field(default=120.0, gt=0.0, description="Synthesizer timeout without an aggregator expert.")
     api_keys: list[str] = Field(default_factory=list, description="Accepted bearer keys; empty = no auth.")
     api_keys_env: str | None = Field(default="COE_API_KEYS",
                                      description="Env var with more comma-separated keys (keeps keys out of YAML).")
     max_in_flight: int = Field(default=128, ge=1, description="Per router replica; beyond it: 429.")
-    retry_after_s: int = Field(default=1, ge=0)
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After on 429.")
     max_batch_items: int = Field(default=256, ge=1, description="Largest /v1/batch request.")
 
     @model_validator(mode="after")
@@ -165,9 +166,9 @@ class ServerConfig(_Strict):
 
 
 class RouterDeploymentConfig(_Strict):
-    num_cpus: float = Field(default=0.5, ge=0.0)
-    num_replicas: int = Field(default=1, ge=1)
-    max_ongoing_requests: int = Field(default=256, ge=1)
+    num_cpus: float = Field(default=0.5, ge=0.0, description="Ray CPUs of each router replica.")
+    num_replicas: int = Field(default=1, ge=1, description="Router replicas.")
+    max_ongoing_requests: int = Field(default=256, ge=1, description="Serve's bound; keep above server.max_in_flight.")
 
 
 class ServiceConfig(_Strict):

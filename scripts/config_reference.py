@@ -1,0 +1,37 @@
+"""Print the coe.yaml reference (markdown) from the pydantic config models, so the README cannot drift."""
+
+from __future__ import annotations
+
+import typing
+
+from pydantic import BaseModel
+
+from router_service.config import ServiceConfig
+
+
+def _type_name(annotation) -> str:
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("router_service.config.", "")
+
+
+def rows(model: type[BaseModel], prefix: str) -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        origin = typing.get_origin(annotation)
+        inner = typing.get_args(annotation)[0] if origin is list and typing.get_args(annotation) else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += rows(annotation, path + ".")
+            continue
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            out += rows(inner, path + "[].")
+            continue
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        out.append(f"| `{path}` | `{_type_name(annotation)}` | `{default}` | {field.description or ''} |")
+    return out
+
+
+if __name__ == "__main__":
+    print("| field | type | default | meaning |\n|---|---|---|---|")
+    print("\n".join(rows(ServiceConfig, "")))
