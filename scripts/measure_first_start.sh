@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Measures the README's first command from nothing: a fresh clone, a new .venv, an empty model cache.
+# Prints the time to install, and the time `serve run deployments/coe.yaml` takes to answer /health
+# with every expert healthy (the expert zoo is trained on this first start). Stops the service after.
+# Usage: bash scripts/measure_first_start.sh [WORKDIR]   (default /tmp/coe-first-start)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+work="${1:-/tmp/coe-first-start}"
+rm -rf "$work"
+git clone -q "$repo" "$work"
+ln -sfn "$repo/../shared" "$work/../shared" 2>/dev/null || true
+cd "$work"
+t0=$(date +%s)
+bash scripts/setup.sh
+t1=$(date +%s)
+. .venv/bin/activate
+RAY_ADDRESS=local serve run deployments/coe.yaml > serve.log 2>&1 &
+pid=$!
+trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+until curl -sf http://127.0.0.1:8000/health | grep -q '"status":"ok"'; do
+    kill -0 $pid 2>/dev/null || { tail -50 serve.log; echo "serve run exited"; exit 1; }
+    sleep 2
+done
+t2=$(date +%s)
+curl -s http://127.0.0.1:8000/v1/chat/completions -H 'content-type: application/json' \
+    -d '{"model":"coe","messages":[{"role":"user","content":"What is 37+45?"}],"max_tokens":8}'
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -m)"
+echo "install (scripts/setup.sh): $((t1 - t0)) s"
+echo "serve run to healthy (zoo build + engine starts): $((t2 - t1)) s"
+echo "total from nothing to serving: $((t2 - t0)) s"
