@@ -6,6 +6,7 @@ Ray Serve + router + vLLM CPU experts, reached over HTTP. One start per test ses
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,32 +36,42 @@ def _healthy() -> bool:
     return health.get("status") == "ok"
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+@contextlib.contextmanager
+def running_stack(config: str, log_dir: Path):
+    """`serve run CONFIG` in a fresh local Ray cluster until every expert is healthy; stopped on exit."""
     if _healthy():
         pytest.fail("something already serves on 127.0.0.1:8000; stop it before the e2e tests")
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    log_path = log_dir / "serve.log"
     env = dict(os.environ, RAY_ADDRESS="local", RAY_DEDUP_LOGS="0")
     log = open(log_path, "w")
-    proc = subprocess.Popen([_serve_binary(), "run", CONFIG], cwd=REPO, env=env, stdout=log,
+    proc = subprocess.Popen([_serve_binary(), "run", config], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     started = time.monotonic()
     try:
         while not _healthy():
             if proc.poll() is not None:
-                raise RuntimeError(f"`serve run {CONFIG}` exited with {proc.returncode}")
+                raise RuntimeError(f"`serve run {config}` exited with {proc.returncode}")
             if time.monotonic() - started > START_TIMEOUT_S:
-                raise RuntimeError(f"`serve run {CONFIG}` not healthy after {START_TIMEOUT_S}s")
+                raise RuntimeError(f"`serve run {config}` not healthy after {START_TIMEOUT_S}s")
             time.sleep(2)
     except RuntimeError:
         log.flush()
         tail = log_path.read_text()[-6000:]
         _stop(proc)
         pytest.fail(f"stack did not start:\n{tail}")
-    print(f"\n[e2e] {CONFIG} healthy after {time.monotonic() - started:.0f}s", file=sys.stderr)
-    yield BASE_URL
-    _stop(proc)
-    log.close()
+    print(f"\n[e2e] {config} healthy after {time.monotonic() - started:.0f}s", file=sys.stderr)
+    try:
+        yield BASE_URL
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The default deployment (module-scoped: the e2e modules start their stacks one after another)."""
+    with running_stack(CONFIG, tmp_path_factory.mktemp("serve")) as url:
+        yield url
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -73,7 +84,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def openai_client(stack):
     from openai import OpenAI
 

@@ -82,7 +82,19 @@ def test_shipped_gpu_config_validates():
     assert all(e.resources.num_gpus > 0 for e in config.experts)
 
 
+def test_default_zoo_costs_are_proportional_to_parameter_count():
+    from router_service.zoo.build import ZOO_EXPERTS
+
+    config = load_serve_config(REPO / "deployments" / "coe.yaml")
+    for expert in config.experts:
+        spec = ZOO_EXPERTS[expert.build.split(":", 1)[1]]
+        assert expert.cost.input_per_mtok == expert.cost.output_per_mtok == spec.cost_per_mtok
+        assert expert.generalist == spec.generalist
+    general = config.expert("general")
+    assert all(general.cost.input_per_mtok > e.cost.input_per_mtok for e in config.experts if e.id != "general")
+
+
 def test_shipped_cpu_configs_validate():
-    for name in ("coe.yaml", "coe-tiny.yaml"):
+    for name in ("coe.yaml", "coe-tiny.yaml", "coe-residency.yaml"):
         config = load_serve_config(REPO / "deployments" / name)
         assert all(e.resources.num_gpus == 0 for e in config.experts)
