@@ -196,7 +196,8 @@ class RouterService:
             "loads": after["loads"] - before["loads"], "offloads": after["offloads"] - before["offloads"],
             "switch_seconds": round(after["switch_seconds"] - before["switch_seconds"], 4),
             "queue_wait_seconds": round(after["queue_wait_seconds"] - before["queue_wait_seconds"], 4),
-            "load_order": after["load_log"][len(before["load_log"]):] if after["load_log"] else [],
+            # The snapshot keeps only the last 50 loads, so take this batch's from the end by count.
+            "load_order": after["load_log"][-(after["loads"] - before["loads"]):] if after["loads"] > before["loads"] else [],
             "seconds": round(time.perf_counter() - started, 4)}
         return {"object": "batch.result", "results": results, "stats": stats}
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.serve.conftest import SERVE_PORT, deploy
+from tests.serve.conftest import deploy
 from tests.unit.helpers import config_dict
 
 pytestmark = pytest.mark.serve

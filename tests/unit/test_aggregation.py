@@ -1,6 +1,5 @@
 """vote and synthesize aggregators, and the per-expert deadline, through the service with fakes."""
 
-import asyncio
 import json
 
 import pytest
