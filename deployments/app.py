@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from router_service.config import ServiceConfig, parse_service_config
+from router_service.app_config import RouterAppConfig, parse_expert_app_config, parse_router_app_config
+from router_service.config import ExpertConfig, RouterConfig, ServiceConfig, parse_service_config
 from router_service.errors import ConfigError
 
 log = logging.getLogger("coe.app")
@@ -19,30 +20,39 @@ def _resolve_path(path: str, base_dir: Path) -> str:
     return str(p if p.is_absolute() else (base_dir / p).resolve())
 
 
-def prepare_config(args: dict[str, Any] | ServiceConfig, base_dir: Path | None = None,
-                   check_engine_args: bool = True) -> ServiceConfig:
-    """Validate, make missing model files, and turn relative paths absolute (replicas may run elsewhere)."""
+def prepare_expert(expert: ExpertConfig, prefix: str, base_dir: Path, check_engine_args: bool = True) -> ExpertConfig:
+    """Check engine args, make missing model files, and make a local model path absolute."""
     from router_service.experts.vllm_engine import validate_engine_args
     from router_service.models import ensure_model
 
+    if check_engine_args:
+        validate_engine_args(prefix, expert.engine)
+    model = expert.resolved_model(base_dir)
+    if expert.build:
+        try:
+            ensure_model(model, expert.build)
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}build: {exc.message}") from None
+    return expert.model_copy(update={"model": model})
+
+
+def _base_dir(base_dir: Path | None) -> Path:
+    return base_dir or Path(os.environ.get("COE_BASE_DIR", os.getcwd()))
+
+
+def _resolve_router_paths(router: RouterConfig, base_dir: Path) -> RouterConfig:
+    return router.model_copy(update={
+        "artifact": _resolve_path(router.artifact, base_dir) if router.artifact else None,
+        "extra_artifacts": [_resolve_path(p, base_dir) for p in router.extra_artifacts]})
+
+
+def prepare_config(args: dict[str, Any] | ServiceConfig, base_dir: Path | None = None,
+                   check_engine_args: bool = True) -> ServiceConfig:
+    """Validate, make missing model files, and turn relative paths absolute (replicas may run elsewhere)."""
     config = parse_service_config(args)
-    base_dir = base_dir or Path(os.environ.get("COE_BASE_DIR", os.getcwd()))
-    data = config.model_dump()
-    for index, expert in enumerate(config.experts):
-        if check_engine_args:
-            validate_engine_args(index, expert.engine)
-        model = expert.resolved_model(base_dir)
-        if expert.build:
-            try:
-                ensure_model(model, expert.build)
-            except ConfigError as exc:
-                raise ConfigError(f"experts[{index}].build: {exc.message}") from None
-        data["experts"][index]["model"] = model
-    router = data["router"]
-    if router["artifact"]:
-        router["artifact"] = _resolve_path(router["artifact"], base_dir)
-    router["extra_artifacts"] = [_resolve_path(p, base_dir) for p in router["extra_artifacts"]]
-    return ServiceConfig.model_validate(data)
+    base_dir = _base_dir(base_dir)
+    experts = [prepare_expert(e, f"experts[{i}].", base_dir, check_engine_args) for i, e in enumerate(config.experts)]
+    return config.model_copy(update={"experts": experts, "router": _resolve_router_paths(config.router, base_dir)})
 
 
 def deployment_name(expert_id: str) -> str:
@@ -59,11 +69,32 @@ def _expert_actor_options(expert) -> dict[str, Any]:
     return options
 
 
+def bind_expert(expert: ExpertConfig, expert_deployment, start_loaded: bool = True, **extra: Any):
+    return expert_deployment.options(
+        name=deployment_name(expert.id),
+        num_replicas=expert.num_replicas,
+        max_ongoing_requests=expert.max_ongoing_requests,
+        max_queued_requests=expert.max_queued_requests,
+        ray_actor_options=_expert_actor_options(expert),
+    ).bind(expert.id, expert.model, dict(expert.engine), start_loaded,
+           describe=expert.model_dump(mode="json"), **extra)
+
+
+def bind_router(init_config: dict[str, Any], router: RouterConfig, rd, handles: dict[str, Any],
+                discovery: dict[str, Any] | None = None):
+    from deployments.router import RouterDeployment
+
+    # Router settings travel as user_config, not as init args: changing them reconfigures in place.
+    return RouterDeployment.options(
+        name="router", num_replicas=rd.num_replicas, max_ongoing_requests=rd.max_ongoing_requests,
+        max_queued_requests=rd.max_queued_requests, ray_actor_options={"num_cpus": rd.num_cpus},
+        user_config={"router": router.model_dump(mode="json")},
+    ).bind(init_config, handles, discovery=discovery)
+
+
 def build_application(config: ServiceConfig, expert_deployment=None,
                       expert_extra_args: dict[str, dict[str, Any]] | None = None):
     """Bind one deployment per expert and the router ingress holding a handle to each."""
-    from deployments.router import RouterDeployment
-
     if expert_deployment is None:
         from deployments.expert import ExpertDeployment as expert_deployment
     # Fail here, in the driver, on a bad artifact rather than in a replica that Serve keeps restarting.
@@ -75,21 +106,10 @@ def build_application(config: ServiceConfig, expert_deployment=None,
     for index, expert in enumerate(config.experts):
         # Matches ResidencyManager's initial state: the first `budget` experts in config order start loaded.
         start_loaded = budget is None or index < budget
-        extra = (expert_extra_args or {}).get(expert.id, {})
-        handles[expert.id] = expert_deployment.options(
-            name=deployment_name(expert.id),
-            num_replicas=expert.num_replicas,
-            max_ongoing_requests=expert.max_ongoing_requests,
-            ray_actor_options=_expert_actor_options(expert),
-        ).bind(expert.id, expert.model, dict(expert.engine), start_loaded, **extra)
-    rd = config.router_deployment
-    # Router settings travel as user_config, not as init args: changing them reconfigures in place.
+        handles[expert.id] = bind_expert(expert, expert_deployment, start_loaded,
+                                         **(expert_extra_args or {}).get(expert.id, {}))
     init_config = config.model_dump(mode="json", exclude={"router"})
-    return RouterDeployment.options(
-        name="router", num_replicas=rd.num_replicas, max_ongoing_requests=rd.max_ongoing_requests,
-        ray_actor_options={"num_cpus": rd.num_cpus},
-        user_config={"router": config.router.model_dump(mode="json")},
-    ).bind(init_config, handles)
+    return bind_router(init_config, config.router, config.router_deployment, handles)
 
 
 def _lazy_embedder(name: str):
@@ -99,8 +119,40 @@ def _lazy_embedder(name: str):
 
 
 def build_app(args: dict[str, Any]):
-    """Ray Serve application builder named by `import_path: deployments.app:build_app`."""
+    """Every expert and the router in one application (`import_path: deployments.app:build_app`).
+
+    Needed for `residency` (one budget over all experts). Any change to its args redeploys all of it."""
     logging.basicConfig(level=logging.INFO)
     config = prepare_config(args)
     log.info("CoE app: experts %s, strategy %s", config.expert_ids, config.router.strategy)
     return build_application(config)
+
+
+def prepare_router_app(args: dict[str, Any] | RouterAppConfig, base_dir: Path | None = None) -> RouterAppConfig:
+    from router_service.assembly import check_artifacts
+
+    app = parse_router_app_config(args)
+    app = app.model_copy(update={"router": _resolve_router_paths(app.router, _base_dir(base_dir))})
+    # Fail at deploy time on a missing or broken artifact, before any expert is known.
+    check_artifacts(app.router)
+    return app
+
+
+def build_router_app(args: dict[str, Any]):
+    """The router alone (`import_path: deployments.app:build_router_app`); it discovers expert applications."""
+    logging.basicConfig(level=logging.INFO)
+    app = prepare_router_app(args)
+    log.info("CoE router app: strategy %s; experts are discovered", app.router.strategy)
+    init_config = app.model_dump(mode="json", exclude={"router", "discovery"})
+    return bind_router(init_config, app.router, app.router_deployment, {},
+                       discovery=app.discovery.model_dump(mode="json"))
+
+
+def build_expert_app(args: dict[str, Any]):
+    """One expert (`import_path: deployments.app:build_expert_app`, args = one `experts[]` entry)."""
+    from deployments.expert import ExpertDeployment
+
+    logging.basicConfig(level=logging.INFO)
+    expert = prepare_expert(parse_expert_app_config(args), "", _base_dir(None))
+    log.info("CoE expert app: %s (%s)", expert.id, expert.model)
+    return bind_expert(expert, ExpertDeployment)

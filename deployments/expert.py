@@ -12,10 +12,16 @@ from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class ExpertDeployment:
-    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True) -> None:
+    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True,
+                 describe: dict[str, Any] | None = None) -> None:
+        self.description = describe or {"id": expert_id, "model": model}
         self.backend = VLLMEngineBackend(expert_id, model, engine_args)
         if start_loaded:
             self.backend.start()
+
+    def describe(self) -> dict[str, Any]:
+        """This expert's `experts[]` config entry: how a split deployment's router learns about it."""
+        return self.description
 
     async def load(self) -> None:
         await self.backend.load()

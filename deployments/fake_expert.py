@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from ray import serve
@@ -13,8 +14,13 @@ from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
 @serve.deployment
 class FakeExpertDeployment:
     def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True,
-                 fake: dict[str, Any] | None = None) -> None:
+                 describe: dict[str, Any] | None = None, fake: dict[str, Any] | None = None) -> None:
+        self.description = describe or {"id": expert_id, "model": model}
         self.backend = OffloadableFakeExpert(expert_id, loaded=start_loaded, **(fake or {}))
+
+    def describe(self) -> dict[str, Any]:
+        """This expert's `experts[]` config entry: how a split deployment's router learns about it."""
+        return self.description
 
     async def load(self) -> None:
         await self.backend.load()
@@ -44,3 +50,12 @@ def build_fake_app(args: dict[str, Any]):
     fakes = args.get("fakes") or {}
     return build_application(config, FakeExpertDeployment,
                              {expert_id: {"fake": fake} for expert_id, fake in fakes.items()})
+
+
+def build_fake_expert_app(args: dict[str, Any]):
+    """Like `deployments.app:build_expert_app`, with a fake: args = {expert: <experts[] entry>, fake: {...}}."""
+    from deployments.app import bind_expert, prepare_expert
+    from router_service.app_config import parse_expert_app_config
+
+    expert = prepare_expert(parse_expert_app_config(args["expert"]), "", Path.cwd(), check_engine_args=False)
+    return bind_expert(expert, FakeExpertDeployment, fake=args.get("fake") or {})

@@ -2,10 +2,14 @@
 
 Router settings arrive as Serve `user_config`, so `serve deploy` with new routing parameters calls
 `reconfigure` on the running replicas — no restart of the router, none of the experts.
+
+In the split deployment (`build_router_app`) the router gets no handles: it discovers the expert
+applications and rebuilds its service when one is added, removed or redeployed, without restarting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,8 +17,11 @@ from ray import serve
 
 from deployments.metrics import RayServeMetrics
 from deployments.ray_backend import RayExpertBackend
+from router_service.app_config import RouterAppConfig, compose_service_config
 from router_service.assembly import build_service
-from router_service.config import parse_service_config
+from router_service.config import ExpertConfig, ServiceConfig, parse_service_config
+from router_service.embedding import make_embedder
+from router_service.errors import ExpertUnavailableError
 from router_service.http import create_app
 
 log = logging.getLogger("coe.router")
@@ -24,24 +31,97 @@ log = logging.getLogger("coe.router")
 @serve.ingress()
 class RouterDeployment:
     def __init__(self, config: dict[str, Any], handles: dict[str, Any],
-                 router: dict[str, Any] | None = None) -> None:
+                 discovery: dict[str, Any] | None = None) -> None:
         self.base_config = dict(config)
         self.metrics = RayServeMetrics()
         self.backends = {expert_id: RayExpertBackend(expert_id, handle) for expert_id, handle in handles.items()}
-        self.config = parse_service_config({**self.base_config, "router": router or {}})
-        # Serve calls reconfigure(user_config) right after __init__ when user_config is set.
-        self.service = build_service(self.config, self.backends, metrics=self.metrics) if router else None
+        self.router: dict[str, Any] | None = None
+        self.experts: list[ExpertConfig] = []
+        self.service = None
+        self._embedders: dict[str, Any] = {}
+        self._discovery_task = None
+        if discovery is not None:
+            self.app_config = RouterAppConfig.model_validate({**self.base_config, "discovery": discovery})
+            self.server = self.app_config.server
+            self._discovery_task = asyncio.get_running_loop().create_task(self._discover_forever())
+        else:
+            self.server = parse_service_config({**self.base_config, "router": {}}).server
 
+    # -- configuration ------------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         router = (user_config or {}).get("router")
-        if router is None or (self.service is not None
-                              and router == self.config.router.model_dump(mode="json")):
+        if router is None or router == self.router:
             return
-        config = parse_service_config({**self.base_config, "router": router})
-        self.service = build_service(config, self.backends, metrics=self.metrics)
-        self.config = config
-        log.info("router reconfigured: strategy=%s artifact=%s cost_weight=%s", config.router.strategy,
-                 config.router.artifact, config.router.cost_weight)
+        service = self._build(router, self.experts, self.backends)
+        self.router = router
+        self._install(service)
+        log.info("router reconfigured: %s", {k: router.get(k) for k in ("strategy", "artifact", "cost_weight")})
+
+    def _build(self, router: dict[str, Any], experts: list[ExpertConfig], backends: dict[str, Any]):
+        if self._discovery_task is None:
+            return build_service(parse_service_config({**self.base_config, "router": router}), backends,
+                                 embedder_factory=self._embedder, metrics=self.metrics), {}
+        if not experts:
+            return None, {}  # nothing to route to yet; the first discovered expert builds the service
+        app = self.app_config.model_copy(update={"router": self.app_config.router.model_validate(router)})
+        config, unresolved = compose_service_config(app, experts)
+        return build_service(config, backends, embedder_factory=self._embedder, metrics=self.metrics), unresolved
+
+    def _install(self, built) -> None:
+        service, unresolved = built
+        if service is not None:
+            service.unresolved = unresolved
+            if unresolved:
+                log.warning("router settings name experts that are not deployed: %s", unresolved)
+        self.service = service
+
+    def _embedder(self, name: str):
+        # Kept across rebuilds: a new expert must not cost a reload of the embedding model.
+        if name not in self._embedders:
+            self._embedders[name] = make_embedder(name)
+        return self._embedders[name]
+
+    # -- discovery ----------------------------------------------------------------------------
+    async def _discover_forever(self) -> None:
+        from deployments.discovery import ExpertDiscovery
+
+        settings = self.app_config.discovery
+        discovery = ExpertDiscovery(settings.app_prefix, settings.describe_timeout_s)
+        while True:
+            try:
+                await self._apply_discovered(await discovery.scan())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("expert discovery failed; keeping the current experts")
+            await asyncio.sleep(settings.interval_s)
+
+    async def _apply_discovered(self, found: list[tuple[ExpertConfig, Any]]) -> None:
+        experts = [config for config, _ in found]
+        if experts == self.experts:
+            return
+        backends = {config.id: RayExpertBackend(config.id, handle) for config, handle in found}
+        router = self.router
+        # Off the event loop: loading artifacts must not stall requests in flight.
+        built = await asyncio.to_thread(self._build, router, experts, backends) if router else (None, {})
+        before = {e.id for e in self.experts}
+        self.experts, self.backends = experts, backends
+        if router is not None and self.router is router:
+            self._install(built)
+        elif self.router is not None:
+            self._install(self._build(self.router, experts, backends))  # reconfigured meanwhile
+        now = {e.id for e in experts}
+        log.info("experts now %s (added %s, removed %s)", sorted(now), sorted(now - before), sorted(before - now))
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def _current_service(self):
+        if self.service is None:
+            raise ExpertUnavailableError("no expert application is running yet")
+        return self.service
 
     def __serve_build_asgi_app__(self):
-        return create_app(lambda: self.service, self.config.server, self.metrics)
+        return create_app(self._current_service, self.server, self.metrics)
+
+    def __del__(self) -> None:
+        if self._discovery_task is not None:
+            self._discovery_task.cancel()

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from router_service.config import ServiceConfig
+from router_service.config import RouterConfig, ServiceConfig
 from router_service.embedding import Embedder, make_embedder
 from router_service.errors import ConfigError
 from router_service.experts.base import ExpertBackend
@@ -46,16 +46,41 @@ def apply_router_settings(strategy: RoutingStrategy, config: ServiceConfig) -> N
             raise ConfigError(f"router.params.{key}: strategy '{strategy.name}' has no parameter '{key}'")
 
 
-def load_strategy_artifact(path: str, config: ServiceConfig, embedder_for: Callable[[str], Embedder],
-                           field: str = "router.artifact") -> RoutingStrategy:
-    from router_service.artifact import expert_mismatch, load_artifact
+def _artifact_fields(router: RouterConfig) -> list[tuple[str, str]]:
+    fields = [("router.artifact", router.artifact)] if router.artifact else []
+    return fields + [(f"router.extra_artifacts[{i}]", path) for i, path in enumerate(router.extra_artifacts)]
+
+
+def _load_artifact(path: str, field: str) -> RoutingStrategy:
+    from router_service.artifact import load_artifact
 
     if not Path(path).exists():
         raise ConfigError(f"{field}: file '{path}' does not exist (fit one with `python -m router_service.fit`)")
     try:
-        strategy = load_artifact(path)
+        return load_artifact(path)
     except ConfigError as exc:
         raise ConfigError(f"{field}: {exc.message}") from None
+
+
+def _check_strategy_names(router: RouterConfig, fitted: list[str]) -> None:
+    if router.artifact and router.strategy not in fitted:
+        raise ConfigError(f"router.strategy: '{router.strategy}' but router.artifact holds '{fitted[0]}'")
+    if router.strategy not in fitted and strategy_class(router.strategy).learned:
+        raise ConfigError(f"router.artifact: strategy '{router.strategy}' is learned and needs a fitted "
+                          "artifact (python -m router_service.fit)")
+
+
+def check_artifacts(router: RouterConfig) -> None:
+    """Every artifact loads and matches `router.strategy`; which experts it covers is checked once the
+    experts are known (the router application discovers them after it starts)."""
+    _check_strategy_names(router, [_load_artifact(path, field).name for field, path in _artifact_fields(router)])
+
+
+def load_strategy_artifact(path: str, config: ServiceConfig, embedder_for: Callable[[str], Embedder],
+                           field: str = "router.artifact") -> RoutingStrategy:
+    from router_service.artifact import expert_mismatch
+
+    strategy = _load_artifact(path, field)
     if strategy.embedder is not None:
         # Strategies fitted with the same embedder share one loaded model.
         strategy.set_embedder(embedder_for(strategy.embedder.name))
@@ -84,20 +109,13 @@ def build_strategies(config: ServiceConfig,
         return embedders[name]
 
     strategies: dict[str, RoutingStrategy] = {}
-    paths = ([router.artifact] if router.artifact else []) + list(router.extra_artifacts)
-    for index, path in enumerate(paths):
-        field = "router.artifact" if router.artifact and index == 0 else f"router.extra_artifacts[{index - bool(router.artifact)}]"
+    fitted = []
+    for field, path in _artifact_fields(router):
         strategy = load_strategy_artifact(path, config, embedder_for, field)
         apply_router_settings(strategy, config)
         strategies[strategy.name] = strategy
-    if router.artifact and router.strategy not in strategies:
-        raise ConfigError(f"router.strategy: '{router.strategy}' but router.artifact holds "
-                          f"'{next(iter(strategies))}'")
-    if router.strategy not in strategies:
-        cls = strategy_class(router.strategy)
-        if cls.learned:
-            raise ConfigError(f"router.artifact: strategy '{router.strategy}' is learned and needs a fitted "
-                              "artifact (python -m router_service.fit)")
+        fitted.append(strategy.name)
+    _check_strategy_names(router, fitted)
     rules = {}
     for rule in router.rules:
         rules.setdefault(rule.expert, []).extend(rule.keywords)

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from router_service.errors import ConfigError
 
@@ -56,6 +57,8 @@ class ExpertConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0.0, description="Per call (and per streamed piece); then 504/fallback.")
     num_replicas: int = Field(default=1, ge=1, description="Serve replicas of this expert.")
     max_ongoing_requests: int = Field(default=32, ge=1, description="Serve's per-replica concurrency bound.")
+    max_queued_requests: int = Field(default=512, ge=1,
+                                     description="Serve's bound on calls waiting for a replica; beyond it: fallback/503.")
 
     @field_validator("id")
     @classmethod
@@ -65,7 +68,9 @@ class ExpertConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _local_model_exists(self) -> "ExpertConfig":
+    def _local_model_exists(self, info: ValidationInfo) -> "ExpertConfig":
+        if info.context and info.context.get("skip_path_checks"):
+            return self  # described by a running expert whose files live on its own node
         if looks_like_local_path(self.model) and self.build is None:
             path = Path(os.path.expanduser(self.model))
             if not path.exists():
@@ -169,6 +174,8 @@ class RouterDeploymentConfig(_Strict):
     num_cpus: float = Field(default=0.5, ge=0.0, description="Ray CPUs of each router replica.")
     num_replicas: int = Field(default=1, ge=1, description="Router replicas.")
     max_ongoing_requests: int = Field(default=256, ge=1, description="Serve's bound; keep above server.max_in_flight.")
+    max_queued_requests: int = Field(default=64, ge=1,
+                                     description="Serve's proxy queue bound when every replica is full; beyond it: 503.")
 
 
 class ServiceConfig(_Strict):
@@ -231,23 +238,11 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def parse_service_config(args: dict[str, Any] | ServiceConfig) -> ServiceConfig:
+def parse_service_config(args: dict[str, Any] | ServiceConfig, skip_path_checks: bool = False) -> ServiceConfig:
     """Validate application args; raise ConfigError whose message names each offending field."""
     if isinstance(args, ServiceConfig):
         return args
     try:
-        return ServiceConfig.model_validate(args or {})
+        return ServiceConfig.model_validate(args or {}, context={"skip_path_checks": skip_path_checks})
     except ValidationError as exc:
         raise ConfigError("Invalid CoE config (applications[].args):\n" + format_validation_error(exc)) from None
-
-
-def load_serve_config(path: str | Path, app_name: str | None = None) -> ServiceConfig:
-    """Read a Ray Serve config file (coe.yaml) and validate the CoE application's args."""
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text())
-    apps = (data or {}).get("applications") or []
-    for app in apps:
-        if app_name is None or app.get("name") == app_name:
-            return parse_service_config(app.get("args") or {})
-    raise ConfigError(f"{path}: no application{' named ' + app_name if app_name else ''} found")

@@ -109,6 +109,8 @@ class RouterService:
         timeout = config.expert(agg.aggregator).timeout_s if agg.aggregator else config.server.request_timeout_s
         self.aggregator = make_aggregator(agg, self.backends, timeout)
         self._batchers: dict[int, MicroBatchingEmbedder] = {}
+        # Router settings naming an expert that is not deployed (split deployment): field → expert id.
+        self.unresolved: dict[str, str] = {}
 
     # -- public API ---------------------------------------------------------------------------
     def models(self) -> ModelList:
@@ -130,7 +132,11 @@ class RouterService:
         results = await asyncio.gather(*(check(e, b) for e, b in self.backends.items()))
         experts = dict(zip(self.backends, results))
         status = "ok" if all(results) else ("degraded" if any(results) else "unavailable")
+        if status == "ok" and self.unresolved:
+            status = "degraded"
         report: dict[str, Any] = {"status": status, "experts": experts, "strategy": self.default_strategy}
+        if self.unresolved:
+            report["unresolved"] = self.unresolved
         if self.residency.enabled:
             report["resident"] = self.residency.resident_ids()
             report["residency"] = {k: v for k, v in self.residency.stats.snapshot().items() if k != "load_log"}

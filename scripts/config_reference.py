@@ -6,7 +6,8 @@ import typing
 
 from pydantic import BaseModel
 
-from router_service.config import ServiceConfig
+from router_service.app_config import RouterAppConfig
+from router_service.config import ExpertConfig, ServiceConfig
 
 
 def _type_name(annotation) -> str:
@@ -32,6 +33,17 @@ def rows(model: type[BaseModel], prefix: str) -> list[str]:
     return out
 
 
+def table(model: type[BaseModel], prefix: str = "", skip: tuple[str, ...] = ()) -> str:
+    lines = [row for row in rows(model, prefix) if not row.split("`")[1].startswith(skip)]
+    return "\n".join(["| field | type | default | meaning |", "|---|---|---|---|", *lines])
+
+
 if __name__ == "__main__":
-    print("| field | type | default | meaning |\n|---|---|---|---|")
-    print("\n".join(rows(ServiceConfig, "")))
+    print("Router application `args` (`deployments.app:build_router_app`):\n")
+    print(table(RouterAppConfig))
+    print("\nExpert application `args` (`deployments.app:build_expert_app`), one application per expert:\n")
+    print(table(ExpertConfig))
+    print("\nOne application for everything (`deployments.app:build_app`): the router fields above without "
+          "`discovery`, the experts as a list, and a memory budget:\n")
+    print(table(ServiceConfig, skip=("experts[].", "router.", "aggregation.", "server.", "router_deployment.")).replace(
+        "|---|---|---|---|", "|---|---|---|---|\n| `experts[]` | `list` | required | One expert application's args each. |", 1))

@@ -28,12 +28,14 @@ def _serve_binary() -> str:
     return str(candidate) if candidate.exists() else "serve"
 
 
-def _healthy() -> bool:
+def _healthy(experts: set[str] = frozenset()) -> bool:
+    """The router is up and serves (at least) `experts`, all healthy; in the split deployment the router
+    comes up first and finds each expert application as its engine starts."""
     try:
         health = httpx.get(f"{BASE_URL}/health", timeout=10).json()
     except (httpx.HTTPError, ValueError):
         return False
-    return health.get("status") == "ok"
+    return health.get("status") == "ok" and experts <= set(health.get("experts", {}))
 
 
 @contextlib.contextmanager
@@ -41,6 +43,9 @@ def running_stack(config: str, log_dir: Path):
     """`serve run CONFIG` in a fresh local Ray cluster until every expert is healthy; stopped on exit."""
     if _healthy():
         pytest.fail("something already serves on 127.0.0.1:8000; stop it before the e2e tests")
+    from router_service.app_config import load_serve_config
+
+    experts = set(load_serve_config(REPO / config).expert_ids)
     log_path = log_dir / "serve.log"
     env = dict(os.environ, RAY_ADDRESS="local", RAY_DEDUP_LOGS="0")
     log = open(log_path, "w")
@@ -48,7 +53,7 @@ def running_stack(config: str, log_dir: Path):
                             stderr=subprocess.STDOUT, start_new_session=True)
     started = time.monotonic()
     try:
-        while not _healthy():
+        while not _healthy(experts):
             if proc.poll() is not None:
                 raise RuntimeError(f"`serve run {config}` exited with {proc.returncode}")
             if time.monotonic() - started > START_TIMEOUT_S:

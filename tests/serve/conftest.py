@@ -29,23 +29,24 @@ def ray_serve():
 _APPS: dict[str, dict] = {}
 
 
-def deploy(serve, config_args: dict, fakes: dict[str, dict], name: str, route_prefix: str,
-           deployments: list[dict] | None = None) -> str:
-    """Deploy declaratively, as `serve deploy` / `serve run coe.yaml` do, so Serve applies in-place
-    updates (user_config → reconfigure) exactly as it would in production."""
+def deploy_apps(serve, apps: list[dict], remove: tuple[str, ...] = ()) -> None:
+    """Deploy the whole Serve config declaratively, as `serve deploy` does: these apps added or changed,
+    `remove` dropped, every other app of the session kept as it is (so Serve leaves it alone)."""
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
-    _APPS[name] = {"name": name, "route_prefix": route_prefix,
-                   "import_path": "deployments.fake_expert:build_fake_app",
-                   "args": {"config": config_args, "fakes": fakes}}
-    if deployments:
-        _APPS[name]["deployments"] = deployments
+    for name in remove:
+        _APPS.pop(name, None)
+    for app in apps:
+        _APPS[app["name"]] = app
     client = serve_start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": list(_APPS.values())}),
                        _blocking=False)
+
+
+def wait_healthy(serve, name: str, route_prefix: str, timeout_s: float = 180) -> str:
     base = f"http://127.0.0.1:{SERVE_PORT}{route_prefix.rstrip('/')}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = serve.status().applications.get(name)
         if status is not None and str(status.status).endswith("RUNNING"):
@@ -56,6 +57,18 @@ def deploy(serve, config_args: dict, fakes: dict[str, dict], name: str, route_pr
                 pass
         time.sleep(0.5)
     raise RuntimeError(f"app {name} did not become healthy: {serve.status().applications.get(name)}")
+
+
+def deploy(serve, config_args: dict, fakes: dict[str, dict], name: str, route_prefix: str,
+           deployments: list[dict] | None = None) -> str:
+    """One whole CoE in one application (`build_app` with fake experts), deployed declaratively so
+    Serve applies in-place updates (user_config → reconfigure) exactly as it would in production."""
+    app = {"name": name, "route_prefix": route_prefix, "import_path": "deployments.fake_expert:build_fake_app",
+           "args": {"config": config_args, "fakes": fakes}}
+    if deployments:
+        app["deployments"] = deployments
+    deploy_apps(serve, [app])
+    return wait_healthy(serve, name, route_prefix)
 
 
 @pytest.fixture(scope="session")

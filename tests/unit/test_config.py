@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from router_service.config import load_serve_config, parse_service_config
+from router_service.app_config import load_serve_config
+from router_service.config import parse_service_config
 from router_service.errors import ConfigError
 
 from .helpers import config_dict

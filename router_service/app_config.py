@@ -1,0 +1,175 @@
+"""Configs of the split deployment: one Serve application per expert plus one router application.
+
+With every expert in its own application, `serve deploy` of a config that adds, removes or changes one
+expert touches only that expert's application: Serve versions each application by its own `args`.
+The router application does not list the experts; it discovers the running expert applications and
+composes a `ServiceConfig` from its own settings and their configs (`compose_service_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import Field, ValidationError
+
+from router_service.config import (AggregationConfig, ExpertConfig, RouterConfig, RouterDeploymentConfig,
+                                   ServerConfig, ServiceConfig, _Strict, format_validation_error,
+                                   parse_service_config)
+from router_service.errors import ConfigError
+
+log = logging.getLogger("coe.config")
+
+ROUTER_APP_BUILDER = "build_router_app"
+EXPERT_APP_BUILDERS = ("build_expert_app", "build_fake_expert_app")
+
+
+class DiscoveryConfig(_Strict):
+    app_prefix: str = Field(default="", description="Only applications whose name starts with this hold experts "
+                                                    "(several CoE services on one cluster).")
+    interval_s: float = Field(default=2.0, gt=0.0, description="How often the router looks for expert applications.")
+    describe_timeout_s: float = Field(default=10.0, gt=0.0,
+                                      description="How long a new expert may take to describe itself.")
+
+
+class RouterAppConfig(_Strict):
+    """`args` of the router application (`import_path: deployments.app:build_router_app`)."""
+
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+
+
+def parse_router_app_config(args: dict[str, Any] | RouterAppConfig) -> RouterAppConfig:
+    if isinstance(args, RouterAppConfig):
+        return args
+    if isinstance(args, dict) and "experts" in args:
+        raise ConfigError("Invalid router application args: experts: not allowed here; each expert is its own "
+                          "application (import_path: deployments.app:build_expert_app)")
+    if isinstance(args, dict) and "residency" in args:
+        raise ConfigError("Invalid router application args: residency: needs every expert in one application "
+                          "(import_path: deployments.app:build_app, see deployments/coe-residency.yaml)")
+    try:
+        return RouterAppConfig.model_validate(args or {})
+    except ValidationError as exc:
+        raise ConfigError("Invalid router application args:\n" + format_validation_error(exc)) from None
+
+
+def parse_expert_app_config(args: dict[str, Any] | ExpertConfig) -> ExpertConfig:
+    if isinstance(args, ExpertConfig):
+        return args
+    try:
+        return ExpertConfig.model_validate(args or {})
+    except ValidationError as exc:
+        raise ConfigError("Invalid expert application args:\n" + format_validation_error(exc)) from None
+
+
+def dangling_references(app: RouterAppConfig, expert_ids: Sequence[str]) -> dict[str, str]:
+    """Router settings that name an expert that is not deployed: field → expert id."""
+    known = set(expert_ids)
+    refs: dict[str, str] = {}
+    if app.router.default_expert is not None:
+        refs["router.default_expert"] = app.router.default_expert
+    for category, expert_id in app.router.category_map.items():
+        refs[f"router.category_map.{category}"] = expert_id
+    for index, rule in enumerate(app.router.rules):
+        refs[f"router.rules[{index}].expert"] = rule.expert
+    if app.aggregation.aggregator is not None:
+        refs["aggregation.aggregator"] = app.aggregation.aggregator
+    return {field: expert_id for field, expert_id in refs.items() if expert_id not in known}
+
+
+def compose_service_config(app: RouterAppConfig, experts: Sequence[ExpertConfig],
+                           strict: bool = False) -> tuple[ServiceConfig, dict[str, str]]:
+    """The ServiceConfig the router serves with these experts deployed.
+
+    A setting that names an expert which is not deployed (yet, or any more) is dropped and returned, so
+    the router keeps serving and reports it in /health; `strict` raises instead (offline config check).
+    """
+    if not experts:
+        raise ConfigError("no expert applications are deployed")
+    dangling = dangling_references(app, [e.id for e in experts])
+    if strict and dangling:
+        lines = [f"  {field}: '{expert_id}' is not a deployed expert application" for field, expert_id in dangling.items()]
+        raise ConfigError("Invalid router application args:\n" + "\n".join(lines))
+    data = app.model_dump(mode="json", exclude={"discovery"})
+    router, aggregation = data["router"], data["aggregation"]
+    if "router.default_expert" in dangling:
+        router["default_expert"] = None
+    router["category_map"] = {c: e for c, e in router["category_map"].items()
+                              if f"router.category_map.{c}" not in dangling}
+    router["rules"] = [r for i, r in enumerate(router["rules"]) if f"router.rules[{i}].expert" not in dangling]
+    if "aggregation.aggregator" in dangling:
+        aggregation["aggregator"] = None
+        if aggregation["method"] == "synthesize":
+            aggregation["method"] = "vote"  # no writer deployed: merge by vote rather than fail every request
+    data["experts"] = [e.model_dump(mode="json") for e in experts]
+    return parse_service_config(data, skip_path_checks=not strict), dangling
+
+
+def _builder_name(app: dict[str, Any]) -> str:
+    return str(app.get("import_path", "")).rsplit(":", 1)[-1]
+
+
+def service_config_from_serve_config(data: dict[str, Any], source: str = "config") -> ServiceConfig:
+    """The ServiceConfig a Serve config (coe.yaml) deploys, validated across all its applications."""
+    apps = (data or {}).get("applications") or []
+    routers = [(i, a) for i, a in enumerate(apps) if _builder_name(a) == ROUTER_APP_BUILDER]
+    if not routers:
+        for app in apps:
+            if _builder_name(app) in ("build_app", "build_fake_app"):
+                return parse_service_config(app.get("args") or {})
+        raise ConfigError(f"{source}: no CoE application (deployments.app:build_app or build_router_app) found")
+    index, router_app = routers[0]
+
+    def at(i: int, exc: ConfigError) -> ConfigError:
+        body = exc.message.split("\n", 1)[-1] if "\n" in exc.message else "  " + exc.message
+        return ConfigError(f"{source}: applications[{i}] ({apps[i].get('name')}).args:\n{body}")
+
+    try:
+        app_config = parse_router_app_config(router_app.get("args") or {})
+    except ConfigError as exc:
+        raise at(index, exc) from None
+    experts = []
+    for i, app in enumerate(apps):
+        if _builder_name(app) in EXPERT_APP_BUILDERS:
+            args = app.get("args") or {}
+            try:
+                experts.append(parse_expert_app_config(args["expert"] if "expert" in args else args))
+            except ConfigError as exc:
+                raise at(i, exc) from None
+    try:
+        config, _ = compose_service_config(app_config, experts, strict=True)
+    except ConfigError as exc:
+        raise at(index, exc) from None
+    return config
+
+
+def load_serve_config(path: str | Path) -> ServiceConfig:
+    """Read a Ray Serve config file (coe.yaml) and validate what it deploys, across applications."""
+    import yaml
+
+    return service_config_from_serve_config(yaml.safe_load(Path(path).read_text()), str(path))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m router_service.app_config deployments/coe.yaml`: check a Serve config before deploying it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("config", help="Ray Serve config file, e.g. deployments/coe.yaml")
+    path = parser.parse_args(argv).config
+    try:
+        config = load_serve_config(path)
+    except ConfigError as exc:
+        print(exc.message)
+        return 1
+    print(f"{path}: ok — experts {', '.join(config.expert_ids)}; strategy {config.router.strategy}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Split deployment configs: router application args, expert application args, and their composition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router_service.app_config import (compose_service_config, load_serve_config, parse_expert_app_config,
+                                       parse_router_app_config, service_config_from_serve_config)
+from router_service.config import ExpertConfig
+from router_service.errors import ConfigError
+
+from .helpers import config_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _router_args(**router):
+    args = {k: v for k, v in config_dict(**router).items() if k != "experts"}
+    return args
+
+
+def _experts(*ids):
+    return [ExpertConfig.model_validate(e) for e in config_dict()["experts"] if not ids or e["id"] in ids]
+
+
+def _serve_config(router_args, experts):
+    apps = [{"name": "coe", "route_prefix": "/", "import_path": "deployments.app:build_router_app",
+             "args": router_args}]
+    apps += [{"name": f"expert-{e['id']}", "route_prefix": None, "import_path": "deployments.app:build_expert_app",
+              "args": e} for e in experts]
+    return {"applications": apps}
+
+
+def _message(call, *args):
+    with pytest.raises(ConfigError) as info:
+        call(*args)
+    return info.value.message
+
+
+def test_router_app_rejects_an_expert_list_and_residency_naming_the_field():
+    assert "experts" in _message(parse_router_app_config, {**_router_args(), "experts": []})
+    assert "residency" in _message(parse_router_app_config, {**_router_args(), "residency": {}})
+
+
+def test_router_app_typo_is_named():
+    args = _router_args()
+    args["router"]["strategyy"] = "category"
+    assert "router.strategyy" in _message(parse_router_app_config, args)
+
+
+def test_expert_app_bad_field_is_named():
+    entry = dict(config_dict()["experts"][0], resources={"num_cpus": "lots"})
+    assert "resources.num_cpus" in _message(parse_expert_app_config, entry)
+
+
+def test_compose_keeps_the_experts_in_discovery_order_with_router_settings():
+    app = parse_router_app_config(_router_args(cost_weight=0.3))
+    config, unresolved = compose_service_config(app, _experts())
+    assert config.expert_ids == ["math", "text", "general"]
+    assert config.router.cost_weight == 0.3 and config.router.default_expert == "general"
+    assert unresolved == {}
+
+
+def test_compose_drops_settings_that_name_an_undeployed_expert_and_reports_them():
+    args = _router_args(category_map={"algebra": "math", "poems": "poetry"})
+    args["aggregation"] = {"method": "synthesize", "aggregator": "general"}
+    config, unresolved = compose_service_config(parse_router_app_config(args), _experts("math", "text"))
+    assert unresolved == {"router.default_expert": "general", "router.category_map.poems": "poetry",
+                          "aggregation.aggregator": "general"}
+    assert config.router.default_expert is None
+    assert config.router.category_map == {"algebra": "math"}
+    assert config.aggregation.method == "vote" and config.aggregation.aggregator is None
+
+
+def test_compose_strict_names_the_dangling_field():
+    app = parse_router_app_config(_router_args())
+    message = _message(lambda: compose_service_config(app, _experts("math"), strict=True))
+    assert "router.default_expert" in message and "general" in message
+
+
+def test_compose_without_experts_is_an_error():
+    with pytest.raises(ConfigError):
+        compose_service_config(parse_router_app_config(_router_args()), [])
+
+
+def test_serve_config_check_spans_applications():
+    experts = config_dict()["experts"]
+    config = service_config_from_serve_config(_serve_config(_router_args(), experts))
+    assert config.expert_ids == ["math", "text", "general"]
+
+    message = _message(service_config_from_serve_config, _serve_config(_router_args(), experts[:2]))
+    assert "applications[0] (coe)" in message and "router.default_expert" in message
+
+    bad = [dict(experts[0], timeout_s=-1)] + experts[1:]
+    message = _message(service_config_from_serve_config, _serve_config(_router_args(), bad))
+    assert "applications[1] (expert-math)" in message and "timeout_s" in message
+
+    message = _message(service_config_from_serve_config, _serve_config(_router_args(), experts + [experts[0]]))
+    assert "duplicate expert id 'math'" in message
+
+
+def test_shipped_split_configs_have_one_application_per_expert():
+    import yaml
+
+    for name in ("coe.yaml", "coe-gpu.yaml"):
+        data = yaml.safe_load((REPO / "deployments" / name).read_text())
+        builders = [a["import_path"] for a in data["applications"]]
+        assert builders.count("deployments.app:build_router_app") == 1, name
+        config = load_serve_config(REPO / "deployments" / name)
+        assert builders.count("deployments.app:build_expert_app") == len(config.experts), name
+
+
+def test_router_app_build_fails_on_a_missing_artifact_naming_the_field(tmp_path):
+    from deployments.app import prepare_router_app
+
+    args = _router_args(strategy="category", artifact=str(tmp_path / "missing.joblib"))
+    assert "router.artifact" in _message(prepare_router_app, args)
+
+
+def test_check_command_names_the_field_and_fails(tmp_path, capsys):
+    import yaml
+
+    from router_service.app_config import main
+
+    experts = config_dict()["experts"]
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(yaml.safe_dump(_serve_config(_router_args(), experts)))
+    bad.write_text(yaml.safe_dump(_serve_config(_router_args(), experts[:2])))
+    assert main([str(good)]) == 0
+    assert main([str(bad)]) == 1
+    assert "router.default_expert" in capsys.readouterr().out
