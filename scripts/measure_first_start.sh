@@ -17,7 +17,20 @@ t1=$(date +%s)
 RAY_ADDRESS=local serve run deployments/coe.yaml > serve.log 2>&1 &
 pid=$!
 trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
-until curl -sf http://127.0.0.1:8000/health | grep -q '"status":"ok"'; do
+# Healthy = every expert application of coe.yaml found by the router and healthy.
+all_experts_healthy() {
+    python - <<'PY'
+import sys, httpx
+from router_service.app_config import load_serve_config
+expected = set(load_serve_config("deployments/coe.yaml").expert_ids)
+try:
+    health = httpx.get("http://127.0.0.1:8000/health", timeout=5).json()
+except (httpx.HTTPError, ValueError):
+    sys.exit(1)
+sys.exit(0 if health.get("status") == "ok" and expected <= set(health.get("experts", {})) else 1)
+PY
+}
+until all_experts_healthy; do
     kill -0 $pid 2>/dev/null || { tail -50 serve.log; echo "serve run exited"; exit 1; }
     sleep 2
 done
