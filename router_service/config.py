@@ -174,8 +174,8 @@ class RouterDeploymentConfig(_Strict):
     num_cpus: float = Field(default=0.5, ge=0.0, description="Ray CPUs of each router replica.")
     num_replicas: int = Field(default=1, ge=1, description="Router replicas.")
     max_ongoing_requests: int = Field(default=256, ge=1, description="Serve's bound; keep above server.max_in_flight.")
-    max_queued_requests: int = Field(default=64, ge=1,
-                                     description="Serve's proxy queue bound when every replica is full; beyond it: 503.")
+    max_queued_requests: int = Field(default=512, ge=1,
+                                     description="Serve's last-resort queue bound (proxy → router); beyond it: 503.")
 
 
 class ServiceConfig(_Strict):

@@ -16,7 +16,9 @@ t1=$(date +%s)
 . .venv/bin/activate
 RAY_ADDRESS=local serve run deployments/coe.yaml > serve.log 2>&1 &
 pid=$!
-trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+# A backgrounded `serve run` ignores SIGINT: stop it with TERM, then stop the local Ray cluster it started
+# (`ray stop --force` stops every Ray process on this machine).
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; ray stop --force >/dev/null 2>&1 || true' EXIT
 # Healthy = every expert application of coe.yaml found by the router and healthy.
 all_experts_healthy() {
     python - <<'PY'
