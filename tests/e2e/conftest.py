@@ -41,7 +41,7 @@ def _healthy(experts: set[str] = frozenset()) -> bool:
 @contextlib.contextmanager
 def running_stack(config: str, log_dir: Path):
     """`serve run CONFIG` in a fresh local Ray cluster until every expert is healthy; stopped on exit."""
-    if _healthy():
+    if not _port_free_within(90):  # the previous module's stack may still be shutting down
         pytest.fail("something already serves on 127.0.0.1:8000; stop it before the e2e tests")
     from router_service.app_config import load_serve_config
 
@@ -79,14 +79,32 @@ def stack(tmp_path_factory):
         yield url
 
 
+def _port_free_within(timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(f"{BASE_URL}/health", timeout=2)
+        except httpx.HTTPError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)  # serve run shuts Serve and its local Ray cluster down on Ctrl-C
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+    # The cluster's processes may outlive `serve run` for a moment; the next stack needs the port.
+    if not _port_free_within(120):
+        # Still serving: the local cluster this fixture started was orphaned. Stop it.
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _port_free_within(60)
 
 
 @pytest.fixture(scope="module")
