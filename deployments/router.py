@@ -61,9 +61,9 @@ class RouterDeployment:
         if self._discovery_task is None:
             return build_service(parse_service_config({**self.base_config, "router": router}), backends,
                                  embedder_factory=self._embedder, metrics=self.metrics), {}
+        app = self.app_config.model_copy(update={"router": self.app_config.router.model_validate(router)})
         if not experts:
             return None, {}  # nothing to route to yet; the first discovered expert builds the service
-        app = self.app_config.model_copy(update={"router": self.app_config.router.model_validate(router)})
         config, unresolved = compose_service_config(app, experts)
         return build_service(config, backends, embedder_factory=self._embedder, metrics=self.metrics), unresolved
 
