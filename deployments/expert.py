@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ray import serve
 
+from deployments.expert_shell import ExpertShell
 from router_service.experts.vllm_engine import VLLMEngineBackend
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
 
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
-class ExpertDeployment:
+class ExpertDeployment(ExpertShell):
     def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True,
                  describe: dict[str, Any] | None = None) -> None:
         self.description = describe or {"id": expert_id, "model": model}
         self.backend = VLLMEngineBackend(expert_id, model, engine_args)
         if start_loaded:
             self.backend.start()
-
-    def describe(self) -> dict[str, Any]:
-        """This expert's `experts[]` config entry: how a split deployment's router learns about it."""
-        return self.description
-
-    async def load(self) -> None:
-        await self.backend.load()
-
-    async def offload(self) -> None:
-        await self.backend.offload()
-
-    async def chat(self, request: ExpertRequest) -> ExpertReply:
-        return await self.backend.chat(request)
-
-    async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
-        async for delta in self.backend.stream(request):
-            yield delta
 
     async def check_health(self) -> None:
         # An expert offloaded by the router's memory budget is healthy: it is loaded on demand.

@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ray import serve
 
+from deployments.expert_shell import ExpertShell
 from router_service.experts.fake import OffloadableFakeExpert
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
 
 
 @serve.deployment
-class FakeExpertDeployment:
+class FakeExpertDeployment(ExpertShell):
     def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True,
                  describe: dict[str, Any] | None = None, fake: dict[str, Any] | None = None) -> None:
         self.description = describe or {"id": expert_id, "model": model}
         self.backend = OffloadableFakeExpert(expert_id, loaded=start_loaded, **(fake or {}))
-
-    def describe(self) -> dict[str, Any]:
-        """This expert's `experts[]` config entry: how a split deployment's router learns about it."""
-        return self.description
-
-    async def load(self) -> None:
-        await self.backend.load()
-
-    async def offload(self) -> None:
-        await self.backend.offload()
-
-    async def chat(self, request: ExpertRequest) -> ExpertReply:
-        return await self.backend.chat(request)
-
-    async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
-        async for delta in self.backend.stream(request):
-            yield delta
 
     async def check_health(self) -> None:
         return None
