@@ -19,7 +19,7 @@ from deployments.metrics import RayServeMetrics
 from deployments.ray_backend import RayExpertBackend
 from router_service.app_config import RouterAppConfig, compose_service_config
 from router_service.assembly import build_service
-from router_service.config import ExpertConfig, ServiceConfig, parse_service_config
+from router_service.config import ExpertConfig, parse_service_config
 from router_service.embedding import make_embedder
 from router_service.errors import ExpertUnavailableError
 from router_service.http import create_app

@@ -22,7 +22,7 @@ from router_service.errors import ConfigError
 log = logging.getLogger("coe.config")
 
 ROUTER_APP_BUILDER = "build_router_app"
-EXPERT_APP_BUILDERS = ("build_expert_app", "build_fake_expert_app")
+EXPERT_APP_BUILDER = "build_expert_app"
 
 
 class DiscoveryConfig(_Strict):
@@ -120,7 +120,7 @@ def service_config_from_serve_config(data: dict[str, Any], source: str = "config
     routers = [(i, a) for i, a in enumerate(apps) if _builder_name(a) == ROUTER_APP_BUILDER]
     if not routers:
         for app in apps:
-            if _builder_name(app) in ("build_app", "build_fake_app"):
+            if _builder_name(app) == "build_app":
                 return parse_service_config(app.get("args") or {})
         raise ConfigError(f"{source}: no CoE application (deployments.app:build_app or build_router_app) found")
     index, router_app = routers[0]
@@ -135,10 +135,9 @@ def service_config_from_serve_config(data: dict[str, Any], source: str = "config
         raise at(index, exc) from None
     experts = []
     for i, app in enumerate(apps):
-        if _builder_name(app) in EXPERT_APP_BUILDERS:
-            args = app.get("args") or {}
+        if _builder_name(app) == EXPERT_APP_BUILDER:
             try:
-                experts.append(parse_expert_app_config(args["expert"] if "expert" in args else args))
+                experts.append(parse_expert_app_config(app.get("args") or {}))
             except ConfigError as exc:
                 raise at(i, exc) from None
     try:
