@@ -29,12 +29,13 @@ them; the price file only fills in tables without costs. Without prices, `costs`
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -176,16 +177,23 @@ def load_tables(paths: Sequence[str | Path], prices: str | Path | Mapping | None
 
 
 # ----------------------------------------------------------------------------------------- readers
-def _read_json(path: str | Path) -> Any:
+@contextlib.contextmanager
+def _reading(path: str | Path) -> Iterator[None]:
+    """A file that cannot be read, or is not UTF-8, becomes a TableFormatError naming it."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        yield
     except OSError as exc:
         raise TableFormatError(f"{path}: cannot read file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise TableFormatError(f"{path}: not UTF-8 text: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise TableFormatError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+def _read_json(path: str | Path) -> Any:
+    with _reading(path), open(path, encoding="utf-8") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise TableFormatError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 
 
 def _parse_score(value: Any, where: str) -> float:
@@ -234,7 +242,7 @@ def _load_routerbench_csv(path: Path) -> RoutingTable:
     # Few-shot prompts and model responses exceed csv's default 128 KiB field limit.
     csv.field_size_limit(2**31 - 1)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
+        with _reading(path), open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
@@ -260,10 +268,6 @@ def _load_routerbench_csv(path: Path) -> RoutingTable:
                 if columns["costs"]:
                     costs.append([_parse_cost(row[i], f"{where}, column '{m}{_COST_SUFFIX}'")
                                   for m, i in columns["costs"].items()])
-    except OSError as exc:
-        raise TableFormatError(f"{path}: cannot read file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise TableFormatError(f"{path}: not UTF-8 text: {exc}") from None
     except csv.Error as exc:
         raise TableFormatError(f"{path}: malformed CSV: {exc}") from None
     if not prompts:
