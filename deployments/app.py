@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from router_service.app_config import RouterAppConfig, parse_expert_app_config, parse_router_app_config
-from router_service.config import ExpertConfig, RouterConfig, ServiceConfig, parse_service_config
+from router_service.config import ExpertConfig, RouterConfig, RouterFitConfig, ServiceConfig, parse_service_config
 from router_service.errors import ConfigError
+
+from deployments.model_files import ensure_model, ensure_quality_record
 
 log = logging.getLogger("coe.app")
 
@@ -22,8 +24,7 @@ def _resolve_path(path: str, base_dir: Path) -> str:
 
 def prepare_expert(expert: ExpertConfig, prefix: str, base_dir: Path, check_engine_args: bool = True) -> ExpertConfig:
     """Check engine args, make missing model files, and make a local model path absolute."""
-    from router_service.experts.vllm_engine import validate_engine_args
-    from router_service.models import ensure_model
+    from deployments.vllm_backend import validate_engine_args
 
     if check_engine_args:
         validate_engine_args(prefix, expert.engine)
@@ -52,7 +53,10 @@ def prepare_config(args: dict[str, Any] | ServiceConfig, base_dir: Path | None =
     config = parse_service_config(args)
     base_dir = _base_dir(base_dir)
     experts = [prepare_expert(e, f"experts[{i}].", base_dir, check_engine_args) for i, e in enumerate(config.experts)]
-    return config.model_copy(update={"experts": experts, "router": _resolve_router_paths(config.router, base_dir)})
+    router = _resolve_router_paths(config.router, base_dir)
+    if config.fit is not None:
+        fit_routers_on_built_experts(config.fit, router, base_dir, experts)
+    return config.model_copy(update={"experts": experts, "router": router})
 
 
 def deployment_name(expert_id: str) -> str:
@@ -128,11 +132,43 @@ def build_app(args: dict[str, Any]):
     return build_application(config)
 
 
+def fit_routers_on_built_experts(fit: RouterFitConfig, router: RouterConfig, base_dir: Path,
+                                 experts: list[ExpertConfig] | None = None) -> None:
+    """Build (or wait for) every expert the routers are fitted for, then fit the artifacts on their
+    measured quality table (`zoo.routers`: cached, refitted only when the measured table changes)."""
+    from router_service.embedding import make_embedder
+    from zoo.routers import fit_routers
+
+    if fit.experts:
+        sources = {eid: (src.model, src.build, src.cost) for eid, src in fit.experts.items()}
+    elif experts is not None:
+        sources = {e.id: (e.model, e.build, e.cost) for e in experts}
+    else:
+        raise ConfigError("fit.experts: required in the router application (expert id → model, build, cost)")
+    model_dirs = {}
+    for expert_id, (model, build, _) in sources.items():
+        model_dirs[expert_id] = _resolve_path(model, base_dir)
+        if build:
+            try:
+                ensure_model(model_dirs[expert_id], build)
+            except ConfigError as exc:
+                raise ConfigError(f"fit.experts.{expert_id}.build: {exc.message}") from None
+            ensure_quality_record(model_dirs[expert_id], build)
+    prices = {eid: {"input_price": cost.input_per_mtok, "output_price": cost.output_per_mtok}
+              for eid, (_, _, cost) in sources.items()}
+    params = {"category": {"default_expert": fit.default_expert}} if fit.default_expert else {}
+    fit_routers(model_dirs, _resolve_path(fit.out_dir, base_dir), prices, strategies=fit.strategies,
+                params=params, embedder=make_embedder(router.embedder), progress=log.info)
+
+
 def prepare_router_app(args: dict[str, Any] | RouterAppConfig, base_dir: Path | None = None) -> RouterAppConfig:
     from router_service.assembly import check_artifacts
 
     app = parse_router_app_config(args)
-    app = app.model_copy(update={"router": _resolve_router_paths(app.router, _base_dir(base_dir))})
+    base = _base_dir(base_dir)
+    app = app.model_copy(update={"router": _resolve_router_paths(app.router, base)})
+    if app.fit is not None:
+        fit_routers_on_built_experts(app.fit, app.router, base)
     # Fail at deploy time on a missing or broken artifact, before any expert is known.
     check_artifacts(app.router)
     return app

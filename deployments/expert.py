@@ -7,7 +7,7 @@ from typing import Any
 from ray import serve
 
 from deployments.expert_shell import ExpertShell
-from router_service.experts.vllm_engine import VLLMEngineBackend
+from deployments.vllm_backend import VLLMEngineBackend
 
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from router_service.schema import ErrorInfo, ErrorResponse
+from router_service.schema import UNSUPPORTED, ErrorInfo, ErrorResponse
 
 
 class CoEError(Exception):
@@ -123,13 +123,19 @@ def validation_error_to_coe(exc: ValidationError | Any) -> InvalidRequestError:
     first = errors[0]
     param = _param_from_loc(tuple(first.get("loc", ())))
     msg = first.get("msg", "invalid value")
-    if param:
+    kind = first.get("type")
+    code = "invalid_value"
+    if kind == "extra_forbidden" and param:
+        message, code = f"Unrecognized request argument supplied: '{param}'", "unknown_parameter"
+    elif kind == UNSUPPORTED:  # a field schema.REFUSED refuses at a value other than "off"
+        message, code = msg, UNSUPPORTED
+    elif param:
         message = f"Invalid value for '{param}': {msg}"
     else:
         message = f"Invalid request body: {msg}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error(s))"
-    return InvalidRequestError(message, param=param, code="invalid_value")
+    return InvalidRequestError(message, param=param, code=code)
 
 
 def to_error_response(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str]]:

@@ -38,6 +38,7 @@ from router_service.schema import ChatCompletionChunk, ChatCompletionRequest, Ch
 from router_service.strategies.base import RoutingStrategy
 from router_service.types import (
     ExpertCard,
+    ExpertChoice,
     ExpertDelta,
     ExpertReply,
     ExpertRequest,
@@ -238,12 +239,28 @@ class RouterService:
                                       param="messages", code="context_length_exceeded")
         if not any(m.text().strip() for m in request.messages):
             raise InvalidRequestError("every message is empty", param="messages", code="invalid_value")
-        stop = request.stop if isinstance(request.stop, list) else ([request.stop] if request.stop else [])
+        structured, json_schema = request.response_format.structured() if request.response_format else (None, None)
         return GenerationParams(
             max_tokens=max_tokens or server.default_max_tokens,
             temperature=0.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
-            stop=tuple(stop), seed=request.seed)
+            stop=request.stop_sequences(), seed=request.seed, n=request.n or 1,
+            presence_penalty=request.presence_penalty or 0.0, frequency_penalty=request.frequency_penalty or 0.0,
+            logprobs=bool(request.logprobs), top_logprobs=request.top_logprobs or 0,
+            structured=structured, json_schema=json_schema)
+
+    @staticmethod
+    def _check_one_answer(request: ChatCompletionRequest, top_k: int) -> None:
+        """Several experts' answers are merged into one text (vote picks one, synthesize writes a new one),
+        so there is no single token stream to give logprobs for, and one merged answer, not n."""
+        if top_k <= 1:
+            return
+        for param, wanted in (("n", (request.n or 1) > 1), ("logprobs", bool(request.logprobs))):
+            if wanted:
+                raise InvalidRequestError(
+                    f"'{param}' is not supported when several experts answer (routing.top_k={top_k}, or "
+                    f"aggregation enabled): their answers are merged into one", param=param,
+                    code="unsupported_parameter")
 
     async def _plan(self, request: ChatCompletionRequest) -> _Plan:
         params = self._validate_limits(request)
@@ -266,6 +283,7 @@ class RouterService:
         if top_k > len(self.cards):
             raise InvalidRequestError(f"'routing.top_k' is {top_k} but only {len(self.cards)} experts exist",
                                       param="routing.top_k", code="invalid_value")
+        self._check_one_answer(request, top_k)
         cost_weight = options.cost_weight if options and options.cost_weight is not None else router_cfg.cost_weight
         query = Query.from_messages(messages, strategy=options.strategy if options else None,
                                     cost_weight=cost_weight, top_k=top_k)
@@ -292,8 +310,7 @@ class RouterService:
             return await self._execute_aggregated(plan)
         reply = await self._call_with_fallback(plan)
         cost = responses.cost_of(self.cards_by_id, [(reply.expert_id, reply.prompt_tokens, reply.completion_tokens)])
-        response = responses.completion(plan.model, reply.text, reply.finish_reason, reply.prompt_tokens,
-                                        reply.completion_tokens,
+        response = responses.completion(plan.model, reply.choices, reply.prompt_tokens, reply.completion_tokens,
                                         responses.routing_info(plan.decision, [reply.expert_id], cost))
         self._log(plan, [reply.expert_id], 200)
         return ChatOutcome(response, [reply.expert_id])
@@ -350,8 +367,8 @@ class RouterService:
         result = await self.aggregator.aggregate(plan.expert_request, fan.replies, scores)
         answered = [r.expert_id for r in fan.replies] + result.extra_experts
         routing = self._aggregate_routing(plan, fan, result, answered)
-        response = responses.completion(plan.model, result.text, result.finish_reason, result.prompt_tokens,
-                                        result.completion_tokens, routing)
+        response = responses.completion(plan.model, [ExpertChoice(result.text, result.finish_reason)],
+                                        result.prompt_tokens, result.completion_tokens, routing)
         self._log(plan, answered, 200)
         return ChatOutcome(response, answered)
 
@@ -426,7 +443,8 @@ class RouterService:
         status = 200
         try:
             async for chunk in responses.chunks(plan.request_id, plan.model, routing, first,
-                                                lambda: self._next_delta(source, iterator), plan.include_usage):
+                                                lambda: self._next_delta(source, iterator), plan.include_usage,
+                                                plan.expert_request.params.n):
                 yield chunk
         except BaseException:
             status = 499  # client went away or the expert failed mid-stream

@@ -82,13 +82,51 @@ class RoutingDecision:
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling settings forwarded to an expert; the wire request is already validated."""
+    """Sampling settings forwarded to an expert; the wire request is already validated.
+
+    Every field is plain data (no dicts), so the params stay hashable and cross Ray unchanged.
+    """
 
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    n: int = 1                          # choices to generate; with a seed, choice i uses seed + i (vLLM's rule)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False              # per-token logprobs of the sampled tokens
+    top_logprobs: int = 0               # ... plus this many alternatives per position (needs logprobs)
+    # Structured output: None (free text), "json_object" (any JSON object) or "json_schema" (`json_schema`
+    # holds the schema as JSON text).
+    structured: str | None = None
+    json_schema: str | None = None
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its logprob and, when asked, the most likely alternatives (OpenAI's shape)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None = None
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+@dataclass
+class ExpertChoice:
+    """One of the n answers to a request."""
+
+    text: str
+    finish_reason: str | None = "stop"
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -100,18 +138,33 @@ class ExpertRequest:
 
 @dataclass
 class ExpertReply:
+    """An expert's answer. `text`/`finish_reason`/`logprobs` are choice 0 (what aggregators read);
+    `more_choices` holds choices 1..n-1 when `params.n > 1`. `completion_tokens` counts all choices."""
+
     expert_id: str
     text: str
     finish_reason: str | None = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    more_choices: list[ExpertChoice] = field(default_factory=list)
+
+    @property
+    def choices(self) -> list[ExpertChoice]:
+        return [ExpertChoice(self.text, self.finish_reason, self.logprobs), *self.more_choices]
 
 
 @dataclass
 class ExpertDelta:
-    """One streamed piece of an expert's answer; the last one carries finish_reason and token counts."""
+    """One streamed piece of choice `index` of an expert's answer.
+
+    A choice's last delta carries its finish_reason; token counts are running totals over all choices, so
+    the stream's last delta carries the request's totals. With n > 1 the stream ends when every choice has
+    finished."""
 
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    index: int = 0
+    logprobs: list[TokenLogprob] | None = None

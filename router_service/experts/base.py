@@ -1,6 +1,6 @@
 """The one interface the service talks to experts through (like httpx's transport).
 
-Implementations: `vllm_engine.VLLMEngineBackend` (in-process vLLM engine), `fake.FakeExpertBackend`
+Implementations: `deployments.vllm_backend.VLLMEngineBackend` (in-process vLLM engine), `fake.FakeExpertBackend`
 (tests), and the Ray adapter in `deployments/` (calls an expert deployment through its handle).
 Errors from a backend's own stack are mapped at this boundary to `router_service.errors`.
 """

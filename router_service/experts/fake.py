@@ -1,17 +1,53 @@
-"""A fake expert for tests: same interface as the real one, deterministic, and countable."""
+"""A fake expert for tests: same interface as the real one, deterministic, and countable.
+
+It honours the GenerationParams the way vLLM does, in miniature: `max_tokens` (words), `stop`, `n`
+(choices), `seed` (temperature > 0 "samples" a suffix word: the same seed gives the same text, choice i
+uses seed + i; no seed gives fresh randomness; temperature 0 is greedy, so every choice is the same),
+`logprobs`/`top_logprobs` (made-up but deterministic values, one token per word) and `structured`
+(the answer wrapped as a JSON object — it does not follow a json_schema). `requests` keeps what reached it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
+import random
 from typing import AsyncIterator, Callable
 
 from router_service.errors import ExpertError
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+from router_service.types import (
+    ExpertChoice,
+    ExpertDelta,
+    ExpertReply,
+    ExpertRequest,
+    GenerationParams,
+    TokenLogprob,
+    TopLogprob,
+)
+
+_SAMPLED_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 
 
 def _default_answer(expert_id: str, request: ExpertRequest) -> str:
     last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
     return f"[{expert_id}] {last_user}"
+
+
+def fake_tokens(text: str) -> list[str]:
+    """One token per word; every word after the first keeps its leading space (as BPE tokens do)."""
+    words = text.split(" ")
+    return [words[0], *(" " + w for w in words[1:])] if text else []
+
+
+def fake_logprobs(tokens: list[str], top: int) -> list[TokenLogprob]:
+    out = []
+    for token in tokens:
+        logprob = -round(0.1 * (1 + len(token) % 7), 4)
+        alternatives = [TopLogprob(token, logprob, tuple(token.encode()))]
+        alternatives += [TopLogprob(f"<alt{j}>", logprob - j, tuple(f"<alt{j}>".encode())) for j in range(1, top)]
+        out.append(TokenLogprob(token, logprob, tuple(token.encode()), tuple(alternatives[:top])))
+    return out
 
 
 class FakeExpertBackend:
@@ -28,11 +64,26 @@ class FakeExpertBackend:
         self.chunk_delay_s = chunk_delay_s
         self.calls = 0
         self.cancelled = 0
+        # The latest requests, newest last (bounded: serve tests and benches run fakes for thousands).
+        self.requests: collections.deque[ExpertRequest] = collections.deque(maxlen=256)
 
-    def _text(self, request: ExpertRequest) -> str:
+    def _choice(self, request: ExpertRequest, index: int) -> ExpertChoice:
+        p: GenerationParams = request.params
         text = self.answer(self.expert_id, request)
+        if p.temperature > 0:
+            rng = random.Random(p.seed + index) if p.seed is not None else random.Random()
+            text = f"{text} {rng.choice(_SAMPLED_WORDS)}"
+        if p.structured:
+            text = json.dumps({"answer": text})
         words = text.split(" ")
-        return " ".join(words[: max(request.params.max_tokens, 1)])
+        finish = "stop"
+        if len(words) > max(p.max_tokens, 1):
+            text, finish = " ".join(words[: max(p.max_tokens, 1)]), "length"
+        cut = min((text.find(s) for s in p.stop if s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        logprobs = fake_logprobs(fake_tokens(text), p.top_logprobs) if p.logprobs else None
+        return ExpertChoice(text, finish, logprobs)
 
     @staticmethod
     def _tokens(text: str) -> int:
@@ -40,6 +91,7 @@ class FakeExpertBackend:
 
     async def chat(self, request: ExpertRequest) -> ExpertReply:
         self.calls += 1
+        self.requests.append(request)
         try:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
@@ -48,22 +100,32 @@ class FakeExpertBackend:
             raise
         if self.fail:
             raise ExpertError(f"expert '{self.expert_id}' failed (fake failure)")
-        text = self._text(request)
+        first, *more = [self._choice(request, i) for i in range(request.params.n)]
         prompt = sum(self._tokens(m.content) for m in request.messages)
-        return ExpertReply(self.expert_id, text, "stop", prompt, self._tokens(text))
+        completion = sum(self._tokens(c.text) for c in (first, *more))
+        return ExpertReply(self.expert_id, first.text, first.finish_reason, prompt, completion, first.logprobs,
+                           list(more))
 
     async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
         reply = await self.chat(request)
-        text = reply.text
-        pieces = [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)] or [""]
+        done = 0
         try:
-            for piece in pieces[:-1]:
-                yield ExpertDelta(piece)
-                await asyncio.sleep(self.chunk_delay_s)
+            for index, choice in enumerate(reply.choices):
+                if choice.logprobs is not None:  # one delta per token, each with its logprob
+                    pieces = [(t.token, [t]) for t in choice.logprobs] or [("", [])]
+                else:
+                    text = choice.text
+                    pieces = [(text[i:i + self.chunk_chars], None)
+                              for i in range(0, len(text), self.chunk_chars)] or [("", None)]
+                for piece, logprobs in pieces[:-1]:
+                    yield ExpertDelta(piece, index=index, logprobs=logprobs)
+                    await asyncio.sleep(self.chunk_delay_s)
+                done += self._tokens(choice.text)
+                piece, logprobs = pieces[-1]
+                yield ExpertDelta(piece, choice.finish_reason, reply.prompt_tokens, done, index, logprobs)
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled += 1  # the consumer went away mid-answer: generation stops here
             raise
-        yield ExpertDelta(pieces[-1], reply.finish_reason, reply.prompt_tokens, reply.completion_tokens)
 
     async def health(self) -> bool:
         return not self.fail

@@ -5,10 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
-from router_service.errors import ConfigError, ExpertError, ExpertUnavailableError
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+from router_service.errors import ConfigError, ExpertError, ExpertUnavailableError, InvalidRequestError
+from router_service.types import (
+    ExpertChoice,
+    ExpertDelta,
+    ExpertReply,
+    ExpertRequest,
+    GenerationParams,
+    TokenLogprob,
+    TopLogprob,
+)
 
 log = logging.getLogger("coe.expert")
 
@@ -105,20 +113,47 @@ class VLLMEngineBackend:
             token_ids = token_ids["input_ids"]
         return {"prompt_token_ids": list(token_ids)}
 
+    @staticmethod
+    def _engine_n(params: GenerationParams) -> int:
+        """vLLM refuses n > 1 with greedy sampling ("n must be 1 when using greedy sampling"). Greedy
+        decoding is deterministic, so n greedy samples are n copies of one: generate once, copy the choice."""
+        return 1 if params.temperature < _GREEDY_BELOW else params.n
+
     def _sampling(self, request: ExpertRequest, output_kind: str):
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         p = request.params
-        return SamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
-                              stop=list(p.stop) or None, seed=p.seed,
+        structured = None
+        # Whitespace inside the JSON is the engine's setting, not the request's (vLLM reads only
+        # `engine: {structured_outputs_config: {disable_any_whitespace: true}}`; see README).
+        if p.structured == "json_object":
+            structured = StructuredOutputsParams(json_object=True)
+        elif p.structured == "json_schema":
+            structured = StructuredOutputsParams(json=p.json_schema)
+        return SamplingParams(n=self._engine_n(p), max_tokens=p.max_tokens, temperature=p.temperature,
+                              top_p=p.top_p, stop=list(p.stop) or None, seed=p.seed,
+                              presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
+                              # vLLM returns the sampled token's logprob plus this many alternatives.
+                              logprobs=p.top_logprobs if p.logprobs else None,
+                              structured_outputs=structured,
                               output_kind=getattr(RequestOutputKind, output_kind))
+
+    def _decode(self, token_id: int) -> str:
+        return self._tokenizer.decode([token_id])
 
     def _check_ready(self) -> None:
         if self.engine is None:
             raise ExpertUnavailableError(f"expert '{self.expert_id}' has no running engine")
 
+    def _rejected(self, request: ExpertRequest, exc: Exception) -> InvalidRequestError:
+        """vLLM's client errors (a bad json_schema, a sampling value it refuses) are the client's: 400."""
+        param = getattr(exc, "parameter", None) or ("response_format" if request.params.structured else None)
+        return InvalidRequestError(f"expert '{self.expert_id}' rejected the request: {exc}", param=param,
+                                   code="invalid_value")
+
     async def _generate(self, request: ExpertRequest, output_kind: str):
+        client_errors = _vllm_client_errors()
         self._check_ready()
         try:
             prompt = self._prompt(request)
@@ -126,12 +161,13 @@ class VLLMEngineBackend:
             raise ExpertError(f"expert '{self.expert_id}' could not render the chat template: {exc}") from exc
         max_len = self.engine.model_config.max_model_len
         if len(prompt["prompt_token_ids"]) + 1 > max_len:
-            from router_service.errors import InvalidRequestError
-
             raise InvalidRequestError(
                 f"prompt is {len(prompt['prompt_token_ids'])} tokens; expert '{self.expert_id}' "
                 f"accepts at most {max_len - 1}", param="messages", code="context_length_exceeded")
-        sampling = self._sampling(request, output_kind)
+        try:
+            sampling = self._sampling(request, output_kind)
+        except client_errors as exc:
+            raise self._rejected(request, exc) from exc
         # Leave room for the prompt: vLLM rejects max_tokens that overflow the context window.
         sampling.max_tokens = min(sampling.max_tokens, max_len - len(prompt["prompt_token_ids"]))
         try:
@@ -139,6 +175,8 @@ class VLLMEngineBackend:
                 yield output
         except GeneratorExit:
             raise
+        except client_errors as exc:
+            raise self._rejected(request, exc) from exc
         except Exception as exc:
             from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -152,15 +190,64 @@ class VLLMEngineBackend:
             final = output
         if final is None or not final.outputs:
             raise ExpertError(f"expert '{self.expert_id}' returned no output")
-        completion = final.outputs[0]
-        return ExpertReply(self.expert_id, completion.text, completion.finish_reason or "stop",
-                           len(final.prompt_token_ids or ()), len(completion.token_ids))
+        p = request.params
+        generated = sorted(final.outputs, key=lambda c: c.index)
+        choices = [ExpertChoice(c.text, c.finish_reason or "stop", _logprobs(c, p, self._decode)) for c in generated]
+        copies = p.n if self._engine_n(p) == 1 else 1
+        choices = [dataclasses.replace(c) for _ in range(copies) for c in choices]
+        if len(choices) != p.n:
+            raise ExpertError(f"expert '{self.expert_id}' returned {len(choices)} choices, {p.n} asked")
+        first, *more = choices
+        return ExpertReply(self.expert_id, first.text, first.finish_reason, len(final.prompt_token_ids or ()),
+                           copies * sum(len(c.token_ids) for c in generated), first.logprobs, more)
 
     async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
+        p = request.params
+        copies = p.n if self._engine_n(p) == 1 else 1
         completion_tokens = prompt_tokens = 0
         async for output in self._generate(request, "DELTA"):
-            completion = output.outputs[0]
-            completion_tokens += len(completion.token_ids)
             prompt_tokens = len(output.prompt_token_ids or ()) or prompt_tokens
-            finish = (completion.finish_reason or "stop") if output.finished else None
-            yield ExpertDelta(completion.text, finish, prompt_tokens, completion_tokens)
+            for completion in output.outputs:  # with n > 1, one choice's new tokens at a time
+                completion_tokens += copies * len(completion.token_ids)
+                finish = (completion.finish_reason or "stop") if completion.finished() else None
+                logprobs = _logprobs(completion, p, self._decode)
+                for index in range(completion.index, completion.index + copies):
+                    yield ExpertDelta(completion.text, finish, prompt_tokens, completion_tokens, index, logprobs)
+
+
+def _vllm_client_errors() -> tuple[type[Exception], ...]:
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # older vLLM (the GPU extra allows >= 0.11) raises ValueError for a bad request
+        return (ValueError,)
+    return (VLLMClientError,)
+
+
+# vLLM's own threshold (sampling_params._SAMPLING_EPS): below it, sampling is greedy.
+_GREEDY_BELOW = 1e-5
+# JSON has no -inf; OpenAI-compatible servers (vLLM's own included) clamp to this.
+_MIN_LOGPROB = -9999.0
+
+
+def _logprobs(completion: Any, params: GenerationParams, decode: Callable[[int], str]) -> list[TokenLogprob] | None:
+    """vLLM's per-position {token id: Logprob} dicts (the sampled token plus the top alternatives) in
+    OpenAI's shape. `top_logprobs` are the `params.top_logprobs` best-ranked tokens at each position."""
+    if not params.logprobs or completion.logprobs is None:
+        return None
+    out = []
+    for token_id, position in zip(completion.token_ids, completion.logprobs):
+        position = position or {}
+        ranked = sorted(position.items(), key=lambda kv: kv[1].rank if kv[1].rank is not None else float("inf"))
+        top = []
+        for alt_id, alt in ranked[:params.top_logprobs]:
+            alt_token = alt.decoded_token if alt.decoded_token is not None else decode(alt_id)
+            top.append(TopLogprob(alt_token, max(alt.logprob, _MIN_LOGPROB), _utf8(alt_token)))
+        chosen = position.get(token_id)
+        token = chosen.decoded_token if chosen is not None and chosen.decoded_token is not None else decode(token_id)
+        logprob = max(chosen.logprob, _MIN_LOGPROB) if chosen is not None else _MIN_LOGPROB
+        out.append(TokenLogprob(token, logprob, _utf8(token), tuple(top)))
+    return out
+
+
+def _utf8(token: str) -> tuple[int, ...]:
+    return tuple(token.encode("utf-8", errors="replace"))
