@@ -17,6 +17,7 @@ from router_service.embedding import DEFAULT_EMBEDDER
 from router_service.errors import CoEError
 from eval.offline import OfflineConfigError
 from eval.online import DatasetError
+from router_service.answers import GRADERS
 from router_service.table_io import TableFormatError, load_prices, load_tables
 
 
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     online.add_argument("--concurrency", type=int, default=8, metavar="N")
     online.add_argument("--routing", type=json.loads, metavar="JSON",
                         help='per-request routing options for model coe, e.g. \'{"cost_weight": 0.9}\'')
-    online.add_argument("--grader", choices=["auto", "exact", "numeric", "choice"], default="auto")
+    online.add_argument("--grader", choices=list(GRADERS), default="auto",
+                        help="rows with their own \"grader\" keep it")
     online.add_argument("--max-tokens", type=int, default=32)
     online.add_argument("--limit", type=int, metavar="N", help="only the first N prompts")
     online.add_argument("--api-key", default=os.environ.get("COE_API_KEY"))

@@ -1,7 +1,8 @@
 """Online eval: send a dataset to a running CoE service over HTTP, grade, and summarise.
 
-Each dataset line is JSON: {"messages": [...]} or {"prompt": "..."}, plus "answer" and optional
-"category". Every model in `models` ("coe" and/or expert ids) answers every prompt; the oracle
+Each dataset line is JSON: {"messages": [...]} or {"prompt": "..."}, plus "answer" (a string, or a
+list of accepted answers), optional "category", and optional "grader" (one of
+`router_service.answers.GRADERS`), which overrides the run's grader for that row. Every model in `models` ("coe" and/or expert ids) answers every prompt; the oracle
 (a prompt counts as solved when any single expert solved it) is computed when ≥ 2 experts ran.
 """
 
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from eval.grading import is_correct
+from eval.grading import GRADERS, is_correct
 
 
 class DatasetError(ValueError):
@@ -27,8 +28,9 @@ class DatasetError(ValueError):
 @dataclass
 class Item:
     messages: list[dict[str, Any]]
-    answer: str
+    answer: str | list[str]
     category: str = "all"
+    grader: str | None = None  # None: the run's grader
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Outcome:
     category: str
     correct: bool
     answer: str
-    gold: str
+    gold: str | list[str]
     experts: list[str] = field(default_factory=list)
     latency_s: float = 0.0
     prompt_tokens: int = 0
@@ -68,7 +70,12 @@ def load_dataset(path: str | Path, limit: int | None = None) -> list[Item]:
             messages = [{"role": "user", "content": str(row["prompt"])}]
         else:
             raise DatasetError(f"{path}:{lineno}: needs 'messages' or 'prompt'")
-        items.append(Item(messages, str(row["answer"]), str(row.get("category", "all"))))
+        answer = row["answer"]
+        answer = [str(a) for a in answer] if isinstance(answer, list) else str(answer)
+        grader = row.get("grader")
+        if grader is not None and grader not in GRADERS:
+            raise DatasetError(f"{path}:{lineno}: grader {grader!r} is not one of {', '.join(GRADERS)}")
+        items.append(Item(messages, answer, str(row.get("category", "all")), grader))
         if limit is not None and len(items) >= limit:
             break
     if not items:
@@ -102,7 +109,8 @@ async def _ask(client, endpoint: str, model: str, index: int, item: Item, routin
     usage = data.get("usage") or {}
     routing_info = data.get("routing") or {}
     experts = response.headers.get("x-coe-experts", "").split(",") if response.headers.get("x-coe-experts") else []
-    return Outcome(index, model, item.category, is_correct(text, item.answer, grader), text, item.answer,
+    correct = is_correct(text, item.answer, item.grader or grader)
+    return Outcome(index, model, item.category, correct, text, item.answer,
                    experts=experts, latency_s=latency, prompt_tokens=int(usage.get("prompt_tokens", 0)),
                    completion_tokens=int(usage.get("completion_tokens", 0)),
                    cost=float(routing_info.get("cost", 0.0)))

@@ -1,13 +1,15 @@
-"""Skill matrix of the expert zoo, served through vLLM: exact match of every expert on every skill.
+"""Skill matrix of the default composition, served through vLLM: every expert on every category.
 
-    python -m eval.skill_matrix --models-dir models/zoo --dataset eval/data/zoo_heldout.jsonl [--out DIR]
+    python -m eval.skill_matrix [--experts math=models/zoo/math ... general=models/smollm2-135m-instruct]
+                                [--dataset eval/data/zoo_heldout.jsonl] [--out DIR]
 
-Each expert in `--models-dir` (one sub-directory per expert, in `ZOO_EXPERTS` order) is loaded with
-the offline engine `vllm.LLM(model=dir, dtype="float32", max_model_len=128, ...)`, one at a time,
-and answers every prompt of the dataset through `llm.chat` (its own chat template), greedily.
-A prediction is correct when it equals the answer after stripping and case-folding. Prints a
-markdown matrix experts × skills and writes `results.json` (accuracies, per-prompt predictions,
-engine arguments and timings) to `--out`.
+Each expert (default: the four zoo specialists and the SmolLM2 generalist of coe.yaml) is loaded with
+the offline engine `vllm.LLM(model=dir, dtype="float32", max_model_len=512, ...)`, one at a time, and
+answers every prompt of the dataset through `llm.chat` (its own chat template), greedily, with the
+online eval's reply budget (32 tokens). Each row is graded with its own "grader" (the zoo's test set
+uses "contains", the rule of the builds' quality records), else "auto". Prints a markdown matrix
+experts × categories and writes `results.json` (accuracies, per-prompt predictions, engine arguments
+and timings) to `--out`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from typing import Any, Sequence
 
 DEFAULT_ENGINE_ARGS: dict[str, Any] = {
     "dtype": "float32",
-    "max_model_len": 128,
+    "max_model_len": 512,
     "max_num_seqs": 64,
     "seed": 0,
 }
-
-
-def normalize(text: str) -> str:
-    return text.strip().casefold()
+DEFAULT_EXPERTS = {"math": "models/zoo/math", "strings": "models/zoo/strings", "units": "models/zoo/units",
+                   "atlas": "models/zoo/atlas", "general": "models/smollm2-135m-instruct"}
 
 
 def load_dataset(path: str | Path) -> list[dict[str, str]]:
@@ -39,28 +39,24 @@ def load_dataset(path: str | Path) -> list[dict[str, str]]:
         if not line.strip():
             continue
         row = json.loads(line)
-        for key in ("prompt", "answer", "category"):
+        for key in ("prompt", "category"):
             if not isinstance(row.get(key), str):
                 raise ValueError(f"{path}:{number}: '{key}' must be a string")
+        if not isinstance(row.get("answer"), (str, list)):
+            raise ValueError(f"{path}:{number}: 'answer' must be a string or a list of strings")
         rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
 
 
-def find_experts(models_dir: Path, only: Sequence[str] | None) -> list[str]:
-    from router_service.zoo.build import ZOO_EXPERTS
-
-    present = {p.name for p in models_dir.iterdir() if (p / "config.json").exists()} if models_dir.is_dir() else set()
-    order = [n for n in ZOO_EXPERTS if n in present] + sorted(present - set(ZOO_EXPERTS))
-    if only:
-        missing = [n for n in only if n not in present]
-        if missing:
-            raise SystemExit(f"error: no model dir for {missing} in {models_dir} (have {order})")
-        order = [n for n in order if n in only]
-    if not order:
-        raise SystemExit(f"error: no model directories in {models_dir}; run `python -m router_service.zoo build`")
-    return order
+def find_experts(specs: Sequence[str] | None) -> dict[str, Path]:
+    experts = dict(item.split("=", 1) for item in specs) if specs else DEFAULT_EXPERTS
+    missing = {e: d for e, d in experts.items() if not (Path(d) / "config.json").exists()}
+    if missing:
+        raise SystemExit(f"error: no built model for {missing}; start the default deployment once, or run "
+                         "`python -m zoo build` and `python -m zoo.gguf build`")
+    return {e: Path(d) for e, d in experts.items()}
 
 
 def run_expert(model_dir: Path, prompts: Sequence[str], engine_args: dict[str, Any], max_tokens: int) -> tuple[list[str], float, float]:
@@ -92,11 +88,11 @@ def markdown_matrix(accuracy: dict[str, dict[str, float]], skills: Sequence[str]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.skill_matrix", description=__doc__.split("\n")[0])
-    parser.add_argument("--models-dir", default="models/zoo")
     parser.add_argument("--dataset", default="eval/data/zoo_heldout.jsonl")
     parser.add_argument("--out", default="out/skill_matrix", metavar="DIR")
-    parser.add_argument("--experts", nargs="+", default=None, help="subset of expert directories")
-    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--experts", nargs="+", default=None, metavar="ID=MODEL_DIR",
+                        help="experts to measure (default: the five of coe.yaml)")
+    parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--max-model-len", type=int, default=DEFAULT_ENGINE_ARGS["max_model_len"])
     args = parser.parse_args(argv)
 
@@ -104,16 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = load_dataset(args.dataset)
     skills = list(dict.fromkeys(r["category"] for r in rows))
     counts = {s: sum(r["category"] == s for r in rows) for s in skills}
-    models_dir = Path(args.models_dir)
-    experts = find_experts(models_dir, args.experts)
+    experts = find_experts(args.experts)
     engine_args = {**DEFAULT_ENGINE_ARGS, "max_model_len": args.max_model_len}
     prompts = [r["prompt"] for r in rows]
 
     accuracy: dict[str, dict[str, float]] = {}
     details: dict[str, Any] = {}
-    for expert in experts:
-        answers, start_s, gen_s = run_expert(models_dir / expert, prompts, engine_args, args.max_tokens)
-        correct = [normalize(a) == normalize(r["answer"]) for a, r in zip(answers, rows)]
+    from router_service.answers import is_correct
+
+    for expert, model_dir in experts.items():
+        answers, start_s, gen_s = run_expert(model_dir, prompts, engine_args, args.max_tokens)
+        correct = [is_correct(a, r["answer"], r.get("grader", "auto")) for a, r in zip(answers, rows)]
         accuracy[expert] = {
             s: round(sum(c for c, r in zip(correct, rows) if r["category"] == s) / counts[s], 4) for s in skills
         }
@@ -128,10 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "dataset": str(args.dataset),
-        "models_dir": str(models_dir),
+        "experts_dirs": {e: str(d) for e, d in experts.items()},
         "engine_args": engine_args,
         "sampling": {"temperature": 0.0, "max_tokens": args.max_tokens},
-        "metric": "exact match after strip + casefold",
+        "metric": "each row's grader (router_service.answers.is_correct)",
         "skills": skills,
         "counts": counts,
         "accuracy": accuracy,

@@ -6,14 +6,23 @@ Each returns a canonical form; two answers match when their forms are equal.
 - numeric: the first number in the text as a float (commas removed); equal within 1e-6 relative.
 - choice:  the option letter A–J, upper-cased: a parenthesised letter "(B)" first, then "answer: b" /
            "answer is B", then a letter opening the reply ("B."), then any standalone letter.
+- contains: any accepted answer (a gold string, or a list of aliases) appears in the reply as a
+           whole word, case-folded ("The capital of France is Paris." contains "Paris"). For replies
+           of chat models that wrap the answer in a sentence; the zoo's quality table and its online
+           eval set use it for every row, so the build check and the eval grade alike.
 - auto:    choice when the gold answer is a single letter A–J, numeric when it parses as a number,
            else exact.
+
+`gold` may be a list of accepted answers: the reply is correct when it matches any of them.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from typing import Sequence
+
+GRADERS = ("auto", "exact", "numeric", "choice", "contains")
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 # Most explicit first: "(B)", "answer: B" / "answer is B", a letter opening the reply, then any lone letter.
@@ -56,7 +65,22 @@ def grader_for(gold: str, mode: str = "auto") -> str:
     return "exact"
 
 
-def is_correct(prediction: str, gold: str, mode: str = "auto") -> bool:
+def contains_answer(prediction: str, gold: str) -> bool:
+    """`gold` appears in `prediction` as a whole word (or words), case-folded, whitespace collapsed."""
+    want = " ".join(str(gold).split()).casefold()
+    if not want:
+        return False
+    text = " ".join(str(prediction).split()).casefold()
+    return re.search(r"(?<!\w)" + re.escape(want) + r"(?!\w)", text) is not None
+
+
+def is_correct(prediction: str, gold: str | Sequence[str], mode: str = "auto") -> bool:
+    if mode not in GRADERS:
+        raise ValueError(f"unknown grader {mode!r}; known: {', '.join(GRADERS)}")
+    if not isinstance(gold, str):
+        return any(is_correct(prediction, alias, mode) for alias in gold)
+    if mode == "contains":
+        return contains_answer(prediction, gold)
     kind = grader_for(gold, mode)
     if kind == "choice":
         return parse_choice(prediction) == str(gold).strip().upper()

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 from pydantic import Field, ValidationError
 
 from router_service.config import (AggregationConfig, ExpertConfig, RouterConfig, RouterDeploymentConfig,
-                                   ServerConfig, ServiceConfig, _Strict, format_validation_error,
-                                   parse_service_config)
+                                   RouterFitConfig, ServerConfig, ServiceConfig, _Strict,
+                                   format_validation_error, parse_service_config)
 from router_service.errors import ConfigError
 
 log = logging.getLogger("coe.config")
@@ -41,6 +41,8 @@ class RouterAppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    fit: RouterFitConfig | None = Field(default=None, description="Fit the artifacts on the built experts' "
+                                                                  "measured quality at start-up.")
 
 
 def parse_router_app_config(args: dict[str, Any] | RouterAppConfig) -> RouterAppConfig:
@@ -95,7 +97,7 @@ def compose_service_config(app: RouterAppConfig, experts: Sequence[ExpertConfig]
     if strict and dangling:
         lines = [f"  {field}: '{expert_id}' is not a deployed expert application" for field, expert_id in dangling.items()]
         raise ConfigError("Invalid router application args:\n" + "\n".join(lines))
-    data = app.model_dump(mode="json", exclude={"discovery"})
+    data = app.model_dump(mode="json", exclude={"discovery", "fit"})
     router, aggregation = data["router"], data["aggregation"]
     if "router.default_expert" in dangling:
         router["default_expert"] = None

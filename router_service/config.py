@@ -45,7 +45,7 @@ class ExpertConfig(_Strict):
     model: str = Field(min_length=1, description="Local path or HF id of the weights.")
     build: str | None = Field(
         default=None,
-        description="Recipe that creates the model files at `model` when they are missing (see router_service.models).",
+        description="Recipe that creates the model files at `model` when they are missing (see deployments.model_files).",
     )
     description: str = Field(default="", description="Shown in /v1/models.")
     skills: list[str] = Field(default_factory=list, description="Keywords for `keyword` routing and docs.")
@@ -178,6 +178,29 @@ class RouterDeploymentConfig(_Strict):
                                      description="Serve's last-resort queue bound (proxy → router); beyond it: 503.")
 
 
+class FitExpertConfig(_Strict):
+    """One expert the routers are fitted for: where its built model (and quality record) lives, and its price."""
+
+    model: str = Field(min_length=1, description="The expert's model directory (same as its application's `model`).")
+    build: str | None = Field(default=None, description="Its build recipe: built here too if nobody else has yet.")
+    cost: CostConfig = Field(default_factory=CostConfig, description="Same as its application's `cost`.")
+
+
+class RouterFitConfig(_Strict):
+    """Fit the router artifacts at start-up on the quality measured on the built experts (`zoo.routers`).
+
+    Each expert's build writes a quality record; the table they make is what every artifact is
+    fitted on, and an artifact fitted on another table is refitted before the router starts."""
+
+    out_dir: str = Field(min_length=1, description="Where the quality table and the fitted artifacts go.")
+    experts: dict[str, FitExpertConfig] = Field(
+        default_factory=dict, description="expert id → its model and price; required in the router application, "
+                                          "taken from `experts` in the one-application form.")
+    default_expert: str | None = Field(default=None, description="category: the generalist for unsure prompts.")
+    strategies: list[str] = Field(default_factory=lambda: ["category", "skill", "cost_aware"],
+                                  description="Strategies fitted, one artifact each (`<out_dir>/<name>.joblib`).")
+
+
 class ServiceConfig(_Strict):
     experts: list[ExpertConfig] = Field(min_length=1)
     router: RouterConfig = Field(default_factory=RouterConfig)
@@ -185,6 +208,8 @@ class ServiceConfig(_Strict):
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
+    fit: RouterFitConfig | None = Field(default=None, description="Fit the artifacts on the built experts' "
+                                                                  "measured quality at start-up.")
 
     @model_validator(mode="after")
     def _cross_references(self) -> "ServiceConfig":

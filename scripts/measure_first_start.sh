@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures the README's first command from nothing: a fresh clone, a new .venv, an empty model cache.
 # Prints the time to install, and the time `serve run deployments/coe.yaml` takes to answer /health
-# with every expert healthy (the expert zoo is trained on this first start). Stops the service after.
+# with every expert healthy (this first start trains the specialists, converts the generalist, measures
+# every model and fits the routers). Asks two questions, then stops the service.
 # Usage: bash scripts/measure_first_start.sh [WORKDIR]   (default /tmp/coe-first-start)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -37,10 +38,12 @@ until all_experts_healthy; do
     sleep 2
 done
 t2=$(date +%s)
-curl -s http://127.0.0.1:8000/v1/chat/completions -H 'content-type: application/json' \
-    -d '{"model":"coe","messages":[{"role":"user","content":"What is 37+45?"}],"max_tokens":8}'
-echo
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -m)"
+for question in "What is 37+45?" "What is the capital of France?"; do
+    curl -s -D - http://127.0.0.1:8000/v1/chat/completions -H 'content-type: application/json' \
+        -d "{\"model\":\"coe\",\"messages\":[{\"role\":\"user\",\"content\":\"$question\"}]}" \
+        | grep -E '^x-coe-experts|"content"' | sed -E 's/.*"content":"([^"]*)".*/answer: \1/'
+done
+echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -m)"
 echo "install (scripts/setup.sh): $((t1 - t0)) s"
 echo "serve run to healthy (zoo build + engine starts): $((t2 - t1)) s"
 echo "total from nothing to serving: $((t2 - t0)) s"

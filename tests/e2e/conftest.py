@@ -72,11 +72,40 @@ def running_stack(config: str, log_dir: Path):
         log.close()
 
 
+class Stacks:
+    """One stack at a time on port 8000, kept up across modules that ask for the same config (the modules
+    run in file order: test_1*, default stack; test_2*, residency stack)."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        self._tmp = tmp_path_factory
+        self._config: str | None = None
+        self._exit = contextlib.ExitStack()
+        self.url = BASE_URL
+
+    def ensure(self, config: str) -> str:
+        if config != self._config:
+            self.close()
+            self._exit.enter_context(running_stack(config, self._tmp.mktemp("serve")))
+            self._config = config
+        return self.url
+
+    def close(self) -> None:
+        self._exit.close()
+        self._exit = contextlib.ExitStack()
+        self._config = None
+
+
+@pytest.fixture(scope="session")
+def stacks(tmp_path_factory):
+    manager = Stacks(tmp_path_factory)
+    yield manager
+    manager.close()
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """The default deployment (module-scoped: the e2e modules start their stacks one after another)."""
-    with running_stack(CONFIG, tmp_path_factory.mktemp("serve")) as url:
-        yield url
+def stack(stacks):
+    """The default deployment, started once for every module that uses it."""
+    return stacks.ensure(CONFIG)
 
 
 def _port_free_within(timeout_s: float) -> bool:

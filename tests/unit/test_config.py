@@ -83,16 +83,36 @@ def test_shipped_gpu_config_validates():
     assert all(e.resources.num_gpus > 0 for e in config.experts)
 
 
-def test_default_zoo_costs_are_proportional_to_parameter_count():
-    from router_service.zoo.build import ZOO_EXPERTS
+def test_default_costs_are_proportional_to_parameter_count():
+    """Every expert of coe.yaml, the converted generalist included, is priced by its size."""
+    from zoo.build import ZOO_EXPERTS
+    from zoo.gguf import GGUF_MODELS
 
     config = load_serve_config(REPO / "deployments" / "coe.yaml")
     for expert in config.experts:
-        spec = ZOO_EXPERTS[expert.build.split(":", 1)[1]]
+        kind, name = expert.build.split(":", 1)
+        spec = ZOO_EXPERTS[name] if kind == "zoo" else GGUF_MODELS[name]
         assert expert.cost.input_per_mtok == expert.cost.output_per_mtok == spec.cost_per_mtok
-        assert expert.generalist == spec.generalist
+        assert expert.generalist == (kind == "gguf")
     general = config.expert("general")
     assert all(general.cost.input_per_mtok > e.cost.input_per_mtok for e in config.experts if e.id != "general")
+
+
+def test_default_router_is_fitted_for_exactly_the_served_experts_at_their_prices():
+    import yaml
+
+    from router_service.app_config import parse_router_app_config
+
+    apps = {a["name"]: a for a in yaml.safe_load((REPO / "deployments" / "coe.yaml").read_text())["applications"]}
+    router = parse_router_app_config(apps["coe"]["args"])
+    config = load_serve_config(REPO / "deployments" / "coe.yaml")
+    assert router.fit is not None and set(router.fit.experts) == set(config.expert_ids)
+    for expert in config.experts:
+        source = router.fit.experts[expert.id]
+        assert (source.model, source.build, source.cost) == (expert.model, expert.build, expert.cost)
+    fitted = {Path(p).stem for p in [router.router.artifact, *router.router.extra_artifacts]}
+    assert fitted == set(router.fit.strategies)
+    assert all(Path(p).parent == Path(router.fit.out_dir) for p in [router.router.artifact, *router.router.extra_artifacts])
 
 
 def test_shipped_cpu_configs_validate():

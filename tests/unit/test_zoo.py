@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from router_service.zoo import tasks
-from router_service.zoo.build import (
+from zoo import tasks
+from zoo.build import (
     MARKER,
     ZOO_EXPERTS,
     ExpertSpec,
+    QualityGateError,
     build_expert,
     get_spec,
     is_current,
     read_marker,
 )
-from router_service.zoo.tokenizer import (
+from zoo.tokenizer import (
     BOS_ID,
     CHARS,
     EOS_ID,
@@ -32,7 +33,8 @@ from router_service.zoo.tokenizer import (
     encode_prompt,
     render_prompt,
 )
-from router_service.zoo.train import ModelSize, make_batch
+from zoo.quality import read_quality
+from zoo.train import ModelSize, make_batch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,7 +88,7 @@ def _check(ex: tasks.Example) -> bool:
 
 @pytest.mark.parametrize("skill", list(tasks.SKILLS))
 def test_answers_are_checkable(skill):
-    for split in ("train", "heldout"):
+    for split in tasks.SPLITS:
         for ex in tasks.generate(skill, 100, seed=1, split=split):
             assert _check(ex), ex
             assert tasks.is_correct(f"  {ex.answer.upper()}\n", ex.answer)
@@ -94,42 +96,24 @@ def test_answers_are_checkable(skill):
 
 
 @pytest.mark.parametrize("skill", list(tasks.SKILLS))
-def test_heldout_disjoint_from_training(skill):
+def test_splits_are_disjoint(skill):
     import random
 
     heldout = {ex.prompt for ex in tasks.generate(skill, 500, seed=0, split="heldout")}
+    validation = {ex.prompt for ex in tasks.generate(skill, 500, seed=0, split="validation")}
     train = {ex.prompt for ex in tasks.generate(skill, 3000, seed=0, split="train")}
     rng = random.Random(7)
     train |= {tasks.sample_example(skill, rng, "train").prompt for _ in range(3000)}
-    assert heldout and train
-    assert not heldout & train
+    assert heldout and validation and train
+    assert not heldout & train and not validation & train and not heldout & validation
 
 
 def test_capitals_heldout_is_one_unseen_phrasing_per_country():
-    heldout = tasks.generate("capitals", 1000, seed=0, split="heldout")
-    assert len(heldout) == tasks.N_COUNTRIES
-    assert {next(c for c in tasks.CAPITALS if c in ex.prompt) for ex in heldout} == set(tasks.CAPITALS)
+    for split in ("heldout", "validation"):
+        examples = tasks.generate("capitals", 1000, seed=0, split=split)
+        assert len(examples) == tasks.N_COUNTRIES
+        assert {next(c for c in tasks.CAPITALS if c in ex.prompt) for ex in examples} == set(tasks.CAPITALS)
     assert tasks.capital_table() == tasks.CAPITALS  # the invented atlas is seeded
-
-
-def test_broad_curriculum_is_a_training_slice_of_every_skill():
-    import random
-
-    for skill, spec in tasks.SKILLS.items():
-        rng = random.Random(skill)
-        broad = [tasks.sample_example(skill, rng, "train", "broad") for _ in range(300)]
-        assert all(ex.skill == skill and _check(ex) for ex in broad)
-        heldout = {ex.prompt for ex in tasks.generate(skill, 500, split="heldout")}
-        assert not heldout & {ex.prompt for ex in broad}
-        # the slice leaves out part of the skill, so the full training split is strictly larger
-        full = [ex.prompt for ex in tasks.generate(skill, 300, seed=2, split="train")]
-        assert len({p for p in full} - {ex.prompt for ex in broad}) > 0
-    rng = random.Random(0)
-    assert all(int(n) <= 79 for _ in range(200)
-               for n in __import__("re").findall(r"\d+", tasks.sample_example("arithmetic", rng, curriculum="broad").prompt))
-    assert all("cm" not in tasks.sample_example("units", rng, curriculum="broad").prompt.split() for _ in range(200))
-    with pytest.raises(ValueError, match="curriculum"):
-        tasks.sample_example("units", rng, curriculum="deep")
 
 
 def test_heldout_set_and_fingerprint_stable():
@@ -199,19 +183,12 @@ def test_training_batch_masks_prompt():
 
 # ----------------------------------------------------------------------------- specs and build
 def test_zoo_specs():
-    specialists = [s for s in ZOO_EXPERTS.values() if not s.generalist]
-    generalists = [s for s in ZOO_EXPERTS.values() if s.generalist]
-    assert len(specialists) >= 3 and len(generalists) == 1
-    general = generalists[0]
-    assert set(general.skills) == set(tasks.SKILLS)
-    covered = {sk for s in specialists for sk in s.skills}
-    assert covered == set(tasks.SKILLS)
-    assert general.curriculum == "broad" and all(s.curriculum == "full" for s in specialists)
-    for s in ZOO_EXPERTS.values():
+    specialists = list(ZOO_EXPERTS.values())
+    assert {sk for s in specialists for sk in s.skills} == set(tasks.SKILLS)
+    for s in specialists:
         assert s.size.head_dim >= 32  # vLLM CPU attention rejects head_dim 16
         assert s.to_dict()["params"] == s.params and s.recipe().skills == s.skills
-    for s in specialists:
-        assert general.params > s.params and general.cost_per_mtok > s.cost_per_mtok
+        assert s.gate >= 0.95 and s.recipe().max_steps > s.steps
     ratios = {round(s.cost_per_mtok / s.params * 1e6, 3) for s in ZOO_EXPERTS.values()}
     assert len(ratios) == 1  # price proportional to parameter count
     with pytest.raises(ValueError, match="known"):
@@ -221,7 +198,7 @@ def test_zoo_specs():
 def test_param_count_matches_transformers():
     from transformers import LlamaForCausalLM
 
-    from router_service.zoo.train import llama_config
+    from zoo.train import llama_config
 
     size = ModelSize(layers=1, hidden=64, heads=1, intermediate=96)
     model = LlamaForCausalLM(llama_config(size))
@@ -235,6 +212,7 @@ MICRO = ExpertSpec(
     size=ModelSize(layers=1, hidden=64, heads=1, intermediate=64),
     steps=3,
     batch_size=4,
+    gate=0.0,
 )
 
 
@@ -301,23 +279,65 @@ def test_real_micro_build_is_a_servable_model_dir(tmp_path):
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == EOS_ID
     marker = read_marker(out)
     assert set(marker["heldout_accuracy"]) == set(tasks.SKILLS)
+    assert marker["train_steps"] == 3 and marker["gate"] == 0.0
+    assert read_quality(out)["expert"] == "micro"  # the build measured itself on the quality prompts
     mtime = (out / "model.safetensors").stat().st_mtime_ns
     build_expert("micro", out, spec=MICRO)
     assert (out / "model.safetensors").stat().st_mtime_ns == mtime
 
 
+def test_build_below_its_gate_fails_naming_the_expert_and_its_accuracy(tmp_path):
+    """3 + 2 real training steps cannot add numbers: the build must refuse to produce a model."""
+    hopeless = ExpertSpec(**{**MICRO.__dict__, "gate": 0.95, "extension_steps": 2, "max_steps": 5})
+    with pytest.raises(QualityGateError, match=r"zoo expert 'micro' failed its quality gate: "
+                                               r"validation accuracy 0\.\d+ < 0\.95 after 5 training steps") as err:
+        build_expert("micro", tmp_path / "m", spec=hopeless)
+    assert err.value.expert == "micro" and err.value.accuracy < 0.95
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m.building-*"))
+
+
+def test_gate_failure_stops_the_expert_application_at_start_up(tmp_path, monkeypatch):
+    """The same failure through the expert application's start-up path: a ConfigError naming field and expert."""
+    import zoo.build
+    from deployments.app import prepare_expert
+    from router_service.config import ExpertConfig
+    from router_service.errors import ConfigError
+
+    hopeless = ExpertSpec(**{**MICRO.__dict__, "gate": 0.95, "extension_steps": 1, "max_steps": 4})
+    monkeypatch.setitem(zoo.build.ZOO_EXPERTS, "micro", hopeless)
+    expert = ExpertConfig(id="micro", model=str(tmp_path / "micro"), build="zoo:micro")
+    with pytest.raises(ConfigError, match=r"build: zoo expert 'micro' failed its quality gate: validation accuracy"):
+        prepare_expert(expert, "", tmp_path, check_engine_args=False)
+
+
+def test_training_continues_in_phases_until_good_enough():
+    from zoo.train import TrainRecipe, train_model
+
+    recipe = TrainRecipe(skills=("units",), steps=2, batch_size=2, extension_steps=1, max_steps=5)
+    assert [n for n, _ in recipe.phases()] == [2, 1, 1, 1]
+    assert [lr for _, lr in recipe.phases()] == [3e-3, 1.5e-3, 7.5e-4, 3.75e-4]
+    verdicts = iter([False, True])
+    _, steps = train_model(MICRO.size, recipe, good_enough=lambda model: next(verdicts))
+    assert steps == 3  # the first phase, one extension, then the gate held
+
+
 def test_import_is_cheap():
-    code = ("import sys, router_service.zoo.build, router_service.zoo.__main__; "
+    code = ("import sys, zoo.build, zoo.__main__; "
             "print(any(m in sys.modules for m in ('torch', 'transformers', 'vllm', 'ray')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_dataset_command(tmp_path):
-    from router_service.zoo.__main__ import main
+    """The online eval's test set: each skill's held-out split, then the general questions' test split."""
+    from zoo import general
+    from zoo.__main__ import main
 
     out = tmp_path / "heldout.jsonl"
     assert main(["dataset", "--out", str(out), "--n-per-skill", "5"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 5 * len(tasks.SKILLS)
-    assert set(rows[0]) == {"prompt", "answer", "category"}
+    general_test = general.general_examples("test")
+    assert len(rows) == 5 * len(tasks.SKILLS) + len(general_test) and general_test
+    assert all(set(row) == {"prompt", "answer", "category", "grader"} and row["grader"] == "contains" for row in rows)
+    assert [r["prompt"] for r in rows if r["category"] == "general"] == [p for p, _ in general_test]
+    assert not {r["prompt"] for r in rows} & {p for p, _ in general.general_examples("train")}

@@ -3,7 +3,9 @@
 `ensure_model(path, recipe)` creates a model directory when it is missing and caches it:
 - `tiny-random[:SEED]`: a 2-layer Llama with random weights and a character tokenizer — fast to make,
   serves gibberish; for smoke tests of the serving path (CPU or GPU).
-- `zoo:NAME`: a trained specialist or generalist from `router_service.zoo` (see ZOO_EXPERTS).
+- `zoo:NAME`: a trained specialist from `zoo` (see `zoo.build.ZOO_EXPERTS`); a build below its quality
+  gate fails here, naming the expert and its accuracy;
+- `gguf:NAME`: a GGUF model shipped by a PyPI wheel, converted once to an HF folder (`zoo.gguf`).
 torch/transformers are imported lazily.
 """
 
@@ -56,12 +58,10 @@ def ensure_model(path: str | Path, recipe: str) -> Path:
     """Create the model at `path` from `recipe` unless an up-to-date copy is already there."""
     out = Path(path)
     kind, _, arg = recipe.partition(":")
-    if kind == "zoo":
-        from router_service.zoo.build import build_expert
-
-        return Path(build_expert(arg, out))
+    if kind in ("zoo", "gguf"):
+        return _build_with_zoo(kind, arg, out)
     if kind != "tiny-random":
-        raise ConfigError(f"unknown model build recipe '{recipe}'; known: tiny-random[:SEED], zoo:NAME")
+        raise ConfigError(f"unknown model build recipe '{recipe}'; known: tiny-random[:SEED], zoo:NAME, gguf:NAME")
     if is_built(out, recipe):
         return out
     from filelock import FileLock
@@ -72,3 +72,32 @@ def ensure_model(path: str | Path, recipe: str) -> Path:
             _tiny_random(out, int(arg or 0))
             (out / MARKER).write_text(json.dumps({"recipe": recipe}))
     return out
+
+
+def _build_with_zoo(kind: str, name: str, out: Path) -> Path:
+    from zoo.build import QualityGateError
+
+    try:
+        if kind == "zoo":
+            from zoo.build import build_expert
+
+            return Path(build_expert(name, out))
+        from zoo.gguf import build_gguf
+
+        return Path(build_gguf(name, out))
+    except QualityGateError as exc:
+        raise ConfigError(str(exc), code="quality_gate") from None
+    except ValueError as exc:  # unknown name
+        raise ConfigError(str(exc)) from None
+
+
+def ensure_quality_record(path: str | Path, recipe: str) -> None:
+    """Make sure the built model at `path` has its quality record (what routers are fitted on).
+
+    A trained specialist writes it as part of its build. A converted chat model is measured here, once,
+    by whoever fits the routers, so its own expert application starts its engine without waiting."""
+    kind, _, name = recipe.partition(":")
+    if kind == "gguf":
+        from zoo.quality import ensure_chat_quality
+
+        ensure_chat_quality(path, name)

@@ -2,10 +2,14 @@
 
 Every skill is a function of a *key* (the underlying problem: a pair of numbers, a word, a unit
 conversion, a (country, template) pair) rendered through a few natural templates. A stable hash of
-the key decides whether it belongs to the held-out split, so held-out prompts never occur in
-training, whatever the seed or the number of examples asked for. For arithmetic, strings and units
-the held-out problems themselves are unseen (the model must generalise); for capitals the facts
-are necessarily the same and the held-out *phrasing* is unseen (one template per country).
+the key puts it in one of three splits, whatever the seed or the number of examples asked for:
+- "train" (about 80% of keys): what the specialists are trained on;
+- "validation" (about 10%): what a build's quality gate and the routers' quality table are measured
+  on (the stop rule reads it, so it is not a test set);
+- "heldout" (about 10%): the test split of the online eval, never read by a build.
+For arithmetic, strings and units the validation and held-out problems themselves are unseen; for
+capitals the facts are necessarily the same and the unseen part is the *phrasing* (one validation
+and one held-out template per country).
 
 Pure Python, no third-party imports: cheap to import from anywhere.
 """
@@ -19,9 +23,10 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
 # Bump when a generator changes in a way that changes the data (part of the zoo recipe hash).
-TASKS_VERSION = 1
+TASKS_VERSION = 2
 
-HELDOUT_MOD = 10  # a key is held out when stable_hash(key) % HELDOUT_MOD == 0 (about 10%)
+SPLITS = ("train", "validation", "heldout")
+SPLIT_MOD = 10  # stable_hash(key) % SPLIT_MOD: 0 -> heldout, 1 -> validation, else train
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,6 @@ ARITH_TEMPLATES = (  # the sum always ends the prompt, followed by one "?" or "=
 )
 
 
-def _arith_broad(key: str) -> bool:
-    return all(int(x) <= 79 for x in key.split(","))
-
 
 def _arith(rng: random.Random) -> tuple[str, str, str]:
     a, b = rng.randint(10, 99), rng.randint(10, 99)
@@ -82,9 +84,6 @@ STRING_TEMPLATES = (
 )
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
-
-def _string_broad(key: str) -> bool:
-    return len(key) <= 5
 
 
 def _string(rng: random.Random) -> tuple[str, str, str]:
@@ -112,12 +111,6 @@ UNIT_TEMPLATES = (
 )
 
 
-_UNITS_NOT_BROAD = {"cm"}  # m<->cm (x100) and cm<->mm (x10): the odd factors
-
-
-def _units_broad(key: str) -> bool:
-    return not set(key.split(",")[1:]) & _UNITS_NOT_BROAD
-
 
 def _units(rng: random.Random) -> tuple[str, str, str]:
     big, small, factor = rng.choice(UNIT_PAIRS)
@@ -131,6 +124,9 @@ def _units(rng: random.Random) -> tuple[str, str, str]:
 
 
 # --------------------------------------------------------------------------- capitals
+# Eight phrasings: each country is trained on six, and one unseen phrasing each is kept for validation
+# and for the test. With six templates (four trained) the atlas reached only 0.94 on unseen phrasings,
+# however long it trained, so it could not pass its gate.
 CAPITAL_TEMPLATES = (
     "Capital of {c}?",
     "What is the capital of {c}?",
@@ -138,6 +134,8 @@ CAPITAL_TEMPLATES = (
     "Which city is the capital of {c}?",
     "The capital of {c} is?",
     "What city is {c}'s capital?",
+    "Tell me the capital of {c}.",
+    "What is {c}'s capital city?",
 )
 N_COUNTRIES = 50
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "tr", "qu")
@@ -179,13 +177,11 @@ def _capitals(rng: random.Random) -> tuple[str, str, str]:
     return f"{country},{index}", CAPITAL_TEMPLATES[index].format(c=country), CAPITALS[country]
 
 
-def _capitals_broad(key: str) -> bool:
-    return stable_hash(f"capitals-broad:{key.rsplit(',', 1)[0]}") % 10 < 7
 
-
-def _capitals_is_heldout(key: str) -> bool:
+def _capitals_split(key: str) -> str:
     country, index = key.rsplit(",", 1)
-    return int(index) == _heldout_template(country)
+    offset = (int(index) - _heldout_template(country)) % len(CAPITAL_TEMPLATES)
+    return {0: "heldout", 1: "validation"}.get(offset, "train")
 
 
 # --------------------------------------------------------------------------- registry
@@ -194,35 +190,27 @@ class Skill:
     name: str
     description: str
     sample: Callable[[random.Random], tuple[str, str, str]]  # rng -> (key, prompt, answer)
-    is_heldout: Callable[[str], bool]
-    # The generalist's broad-but-shallow curriculum covers only part of each skill's space (see
-    # CURRICULA): two-digit operands up to 79, words up to 5 letters, no cm, 70% of the atlas.
-    in_broad: Callable[[str], bool] = lambda key: True
-    broad_note: str = ""
+    split_of: Callable[[str], str]  # key -> one of SPLITS
 
 
-def _hashed_heldout(skill: str) -> Callable[[str], bool]:
-    return lambda key: stable_hash(f"{skill}:{key}") % HELDOUT_MOD == 0
+def _hashed_split(skill: str) -> Callable[[str], str]:
+    def split_of(key: str) -> str:
+        return {0: "heldout", 1: "validation"}.get(stable_hash(f"{skill}:{key}") % SPLIT_MOD, "train")
+
+    return split_of
 
 
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
-        Skill("arithmetic", "Add two two-digit whole numbers.", _arith, _hashed_heldout("arithmetic"),
-              _arith_broad, "operands 10-79"),
-        Skill("strings", "Reverse a lowercase word letter by letter.", _string, _hashed_heldout("strings"),
-              _string_broad, "words of 3-5 letters"),
+        Skill("arithmetic", "Add two two-digit whole numbers.", _arith, _hashed_split("arithmetic")),
+        Skill("strings", "Reverse a lowercase word letter by letter.", _string, _hashed_split("strings")),
         Skill("units", "Convert between metric units (km, m, cm, mm, kg, g, mg, L, mL).", _units,
-              _hashed_heldout("units"), _units_broad, "no conversions to or from cm"),
+              _hashed_split("units")),
         Skill("capitals", "Name the capital of a country of the project's invented world atlas.", _capitals,
-              _capitals_is_heldout, _capitals_broad, "70% of the countries"),
+              _capitals_split),
     )
 }
-
-# Training curricula: "full" is the whole training split of a skill (specialists); "broad" is the
-# generalist's slice of it, which bounds the generalist's accuracy on each skill below a specialist's.
-CURRICULA = ("full", "broad")
-
 
 def _check_skill(skill: str) -> Skill:
     try:
@@ -231,43 +219,38 @@ def _check_skill(skill: str) -> Skill:
         raise ValueError(f"unknown skill '{skill}'; known: {', '.join(SKILLS)}") from None
 
 
-def sample_example(skill: str, rng: random.Random, split: str = "train", curriculum: str = "full") -> Example:
-    """One example of `skill` from `split` ("train" or "heldout"), drawn with `rng` (repeats possible).
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    return split
 
-    curriculum="broad" restricts it to the generalist's slice of the skill (training only)."""
+
+def sample_example(skill: str, rng: random.Random, split: str = "train") -> Example:
+    """One example of `skill` from `split`, drawn with `rng` (repeats possible)."""
     spec = _check_skill(skill)
-    want_heldout = _split_flag(split)
-    if curriculum not in CURRICULA:
-        raise ValueError(f"curriculum must be one of {CURRICULA}, not {curriculum!r}")
-    broad = curriculum == "broad"
+    _check_split(split)
     while True:
         key, prompt, answer = spec.sample(rng)
-        if spec.is_heldout(key) == want_heldout and (not broad or spec.in_broad(key)):
+        if spec.split_of(key) == split:
             return Example(prompt, answer, skill)
-
-
-def _split_flag(split: str) -> bool:
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
-    return split == "heldout"
 
 
 def generate(skill: str, n: int, seed: int = 0, split: str = "heldout") -> list[Example]:
     """`n` distinct examples of `skill` from `split`, deterministic in (skill, n, seed, split).
 
-    split="heldout" (default) is the evaluation split; split="train" draws from the training
-    distribution, which never contains a held-out prompt. When the split has fewer than `n`
-    distinct prompts (capitals: one held-out phrasing per country) all of them are returned.
+    split="heldout" (default) is the online eval's test split; "validation" is what builds and routers
+    measure quality on; "train" is what specialists train on. When the split has fewer than `n`
+    distinct prompts (capitals: one phrasing per country) all of them are returned.
     """
     spec = _check_skill(skill)
-    want_heldout = _split_flag(split)
+    _check_split(split)
     rng = random.Random(f"{skill}:{split}:{seed}")
     seen: set[str] = set()
     out: list[Example] = []
     misses = 0
     while len(out) < n and misses < 20_000:
         key, prompt, answer = spec.sample(rng)
-        if spec.is_heldout(key) != want_heldout or prompt in seen:
+        if spec.split_of(key) != split or prompt in seen:
             misses += 1
             continue
         seen.add(prompt)
@@ -285,11 +268,7 @@ def fingerprint(n: int = 200) -> str:
     """Hash of a sample of every split of every skill: changes whenever a generator's data changes."""
     h = hashlib.sha256(f"v{TASKS_VERSION}".encode())
     for skill in SKILLS:
-        for split in ("train", "heldout"):
+        for split in SPLITS:
             for ex in generate(skill, n, seed=12345, split=split):
                 h.update(f"{ex.prompt}\t{ex.answer}\n".encode())
-        rng = random.Random(f"fingerprint:{skill}")
-        for _ in range(n):
-            ex = sample_example(skill, rng, "train", "broad")
-            h.update(f"{ex.prompt}\t{ex.answer}\n".encode())
     return h.hexdigest()[:16]

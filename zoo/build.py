@@ -1,9 +1,11 @@
-"""The expert zoo: specs, and the cached, locked, deterministic build of each model directory.
+"""The specialist zoo: specs, and the cached, locked, deterministic, quality-gated build of each model.
 
-`ZOO_EXPERTS` maps an expert name to its `ExpertSpec`; `build_expert(name, out_dir)` makes the model
+`ZOO_EXPERTS` maps a specialist's name to its `ExpertSpec`; `build_expert(name, out_dir)` makes the model
 directory `out_dir` (HF format: config, generation_config, safetensors, tokenizer with chat template)
-or reuses it when its marker file carries the current recipe hash. Importing this module is cheap
-(no torch / transformers until a build actually runs).
+or reuses it when its marker file carries the current recipe hash. A build trains until its accuracy
+on the validation split of its own skill reaches `spec.gate`, up to the recipe's step cap, and fails
+with `QualityGateError` (naming the expert and its accuracy) when it does not: a broken specialist is
+never written where the server looks. Importing this module is cheap (no torch until a build runs).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from router_service.zoo import tasks
-from router_service.zoo.tokenizer import tokenizer_fingerprint
-from router_service.zoo.train import TRAIN_VERSION, ModelSize, TrainRecipe
+from zoo import tasks
+from zoo.tokenizer import tokenizer_fingerprint
+from zoo.train import TRAIN_VERSION, ModelSize, TrainRecipe
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,17 @@ MARKER = "zoo-build.json"
 # Price of the zoo models: proportional to the parameter count ($ per million tokens per million params).
 PRICE_PER_MTOK_PER_MPARAM = 1.0
 EVAL_N_PER_SKILL = 50  # held-out examples per skill scored at build time (recorded in the marker)
+GATE_N = 200  # validation prompts of its own skill a specialist's gate is measured on (fewer for capitals: 50)
+DEFAULT_GATE = 0.95
+
+
+class QualityGateError(RuntimeError):
+    """A build whose own held-out check is below its gate: raised instead of serving a broken model."""
+
+    def __init__(self, expert: str, accuracy: float, gate: float, steps: int) -> None:
+        super().__init__(f"zoo expert '{expert}' failed its quality gate: validation accuracy {accuracy:.3f} "
+                         f"< {gate:.2f} after {steps} training steps (the recipe's cap); it is not served")
+        self.expert, self.accuracy, self.gate, self.steps = expert, accuracy, gate, steps
 
 
 @dataclass(frozen=True)
@@ -39,19 +52,17 @@ class ExpertSpec:
     steps: int
     batch_size: int = 64
     max_lr: float = 3e-3
-    generalist: bool = False
-    skill_weights: tuple[float, ...] | None = None
-    curriculum: str = "full"
+    extension_steps: int = 500
+    max_steps: int = 4000
+    gate: float = DEFAULT_GATE
     seed: int = 0
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.skills if s not in tasks.SKILLS]
         if unknown:
             raise ValueError(f"expert '{self.name}': unknown skills {unknown}; known: {list(tasks.SKILLS)}")
-        if self.skill_weights is not None and len(self.skill_weights) != len(self.skills):
-            raise ValueError(f"expert '{self.name}': one skill weight per skill")
-        if self.curriculum not in tasks.CURRICULA:
-            raise ValueError(f"expert '{self.name}': curriculum must be one of {tasks.CURRICULA}")
+        if not 0.0 <= self.gate <= 1.0:
+            raise ValueError(f"expert '{self.name}': gate must be in [0, 1]")
 
     @property
     def params(self) -> int:
@@ -77,19 +88,16 @@ class ExpertSpec:
             batch_size=self.batch_size,
             max_lr=self.max_lr,
             seed=self.seed,
-            skill_weights=self.skill_weights,
-            curriculum=self.curriculum,
+            extension_steps=self.extension_steps,
+            max_steps=self.max_steps,
         )
 
     def recipe_dict(self) -> dict[str, Any]:
         """Everything the weights depend on; its hash is stored in the marker file."""
         return {
             "size": vars(self.size),
-            "recipe": {
-                **vars(self.recipe()),
-                "skills": list(self.skills),
-                "skill_weights": list(self.skill_weights) if self.skill_weights else None,
-            },
+            "recipe": {**vars(self.recipe()), "skills": list(self.skills)},
+            "gate": self.gate,
             "train_version": TRAIN_VERSION,
             "tasks": tasks.fingerprint(),
             "tokenizer": tokenizer_fingerprint(),
@@ -104,15 +112,15 @@ class ExpertSpec:
             "name": self.name,
             "description": self.description,
             "skills": list(self.skills),
-            "generalist": self.generalist,
             "layers": self.size.layers,
             "hidden": self.size.hidden,
             "heads": self.size.heads,
             "intermediate": self.size.intermediate,
             "params": self.params,
             "steps": self.steps,
+            "max_steps": self.max_steps,
             "batch_size": self.batch_size,
-            "curriculum": self.curriculum,
+            "gate": self.gate,
             "cost": {"input_per_mtok": self.input_price, "output_per_mtok": self.output_price},
         }
 
@@ -121,6 +129,9 @@ class ExpertSpec:
 # 32 learned two-digit addition about twice as fast as 2 heads of 64 for the same compute).
 _SPECIALIST = ModelSize(layers=2, hidden=128, heads=4, intermediate=256)
 
+# First-phase lengths: the shortest that cleared the gate in one trial here (math: validation 1.000 after
+# 1,000 steps); another machine's float rounding may land on the other side of the edge, so the gate
+# loop adds 500-step phases at half the previous peak rate until the gate holds (cap 4,000 steps).
 ZOO_EXPERTS: dict[str, ExpertSpec] = {
     spec.name: spec
     for spec in (
@@ -136,7 +147,7 @@ ZOO_EXPERTS: dict[str, ExpertSpec] = {
             description="String specialist: reverses a word ('Reverse the word planet' -> tenalp).",
             skills=("strings",),
             size=_SPECIALIST,
-            steps=700,
+            steps=1000,
         ),
         ExpertSpec(
             name="units",
@@ -151,19 +162,6 @@ ZOO_EXPERTS: dict[str, ExpertSpec] = {
             skills=("capitals",),
             size=_SPECIALIST,
             steps=700,
-        ),
-        ExpertSpec(
-            name="general",
-            description="Generalist: all four skills, larger and more expensive, trained on a broad but "
-            "shallow curriculum (part of each skill), so it is decent everywhere and worse than each "
-            "specialist on the specialist's own skill.",
-            skills=tuple(tasks.SKILLS),
-            size=ModelSize(layers=3, hidden=192, heads=6, intermediate=384),
-            steps=800,
-            max_lr=2e-3,
-            skill_weights=(0.35, 0.3, 0.1, 0.25),
-            curriculum="broad",
-            generalist=True,
         ),
     )
 }
@@ -189,17 +187,37 @@ def is_current(spec: ExpertSpec, model_dir: str | Path) -> bool:
     return bool(marker) and marker.get("recipe_hash") == spec.recipe_hash() and marker.get("name") == spec.name
 
 
+def gate_examples(spec: ExpertSpec) -> list[tasks.Example]:
+    """The validation prompts of the expert's own skills its gate is measured on."""
+    return [ex for skill in spec.skills for ex in tasks.generate(skill, GATE_N, seed=0, split="validation")]
+
+
 def _default_trainer(spec: ExpertSpec, tmp_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Train, evaluate on the held-out set, save into `tmp_dir`; returns facts for the marker."""
-    from router_service.zoo.train import accuracy_by_skill, save_model, train_model
+    """Train until the gate holds (or the cap), check, save into `tmp_dir`; returns facts for the marker."""
+    from zoo.quality import measure_zoo_model, write_quality
+    from zoo.train import accuracy_by_skill, save_model, train_model
+
+    gate_set = gate_examples(spec)
+    checks: list[dict[str, Any]] = []
+
+    def good_enough(model: Any) -> bool:
+        accuracy = accuracy_by_skill(model, gate_set)
+        mean = sum(accuracy.values()) / len(accuracy)
+        checks.append({"validation_accuracy": round(mean, 4)})
+        progress(f"validation accuracy {mean:.3f} (gate {spec.gate})")
+        return mean >= spec.gate
 
     started = time.perf_counter()
-    model = train_model(spec.size, spec.recipe(), progress=progress)
+    model, steps = train_model(spec.size, spec.recipe(), progress=progress, good_enough=good_enough)
     train_s = time.perf_counter() - started
-    heldout = tasks.heldout_set(EVAL_N_PER_SKILL)
-    accuracy = accuracy_by_skill(model, heldout)
+    accuracy = checks[-1]["validation_accuracy"]
+    if accuracy < spec.gate:
+        raise QualityGateError(spec.name, accuracy, spec.gate, steps)
+    heldout = accuracy_by_skill(model, tasks.heldout_set(EVAL_N_PER_SKILL))
     save_model(model, tmp_dir, extra=spec.to_dict())
-    return {"train_seconds": round(train_s, 1), "heldout_accuracy": accuracy}
+    write_quality(tmp_dir, spec.name, measure_zoo_model(model))
+    return {"train_seconds": round(train_s, 1), "train_steps": steps, "validation_accuracy": accuracy,
+            "gate": spec.gate, "gate_checks": checks, "heldout_accuracy": heldout}
 
 
 def build_expert(
@@ -255,7 +273,7 @@ def build_expert(
 
 
 def _threads() -> int:
-    from router_service.zoo.train import num_threads
+    from zoo.train import num_threads
 
     return num_threads()
 
@@ -271,7 +289,7 @@ def build_all(
     """Build every zoo expert into `out_root/<name>`, `jobs` at a time (one training thread each).
 
     Returns, per expert, the model dir, whether it was cached, and its own build time. Experts are
-    started longest first, so the generalist overlaps the specialists.
+    started longest first.
     """
     names = only or list(ZOO_EXPERTS)
     for name in names:
@@ -284,8 +302,8 @@ def build_all(
         if not force and is_current(ZOO_EXPERTS[name], root / name):
             marker = read_marker(root / name) or {}
             results[name] = {"dir": str(root / name), "cached": True, "seconds": 0.0,
-                             "train_seconds": marker.get("train_seconds"),
-                             "heldout_accuracy": marker.get("heldout_accuracy")}
+                             **{k: marker.get(k) for k in ("train_seconds", "train_steps", "validation_accuracy",
+                                                           "heldout_accuracy")}}
         else:
             todo.append(name)
     if jobs <= 1 or len(todo) <= 1:
@@ -315,5 +333,7 @@ def _build_one(name: str, out_dir: str, force: bool) -> dict[str, Any]:
         "cached": False,
         "seconds": round(time.perf_counter() - started, 1),
         "train_seconds": marker.get("train_seconds"),
+        "train_steps": marker.get("train_steps"),
+        "validation_accuracy": marker.get("validation_accuracy"),
         "heldout_accuracy": marker.get("heldout_accuracy"),
     }

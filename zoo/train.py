@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from router_service.zoo import tasks
-from router_service.zoo.tokenizer import (
+from zoo import tasks
+from zoo.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -34,7 +34,7 @@ from router_service.zoo.tokenizer import (
 log = logging.getLogger(__name__)
 
 # Bump when the training loop changes in a way that changes the weights (part of the recipe hash).
-TRAIN_VERSION = 1
+TRAIN_VERSION = 2
 MAX_POSITIONS = 128  # = the max_model_len the zoo is served with
 # Training threads per process. One, measured: on this 2-core machine two threads were 3-4x
 # *slower* than one whenever anything else used the CPU (OpenMP threads waiting on each other), so
@@ -70,6 +70,10 @@ class ModelSize:
 
 @dataclass(frozen=True)
 class TrainRecipe:
+    """How one specialist is trained: a first one-cycle phase of `steps`, then, while the quality gate
+    is not met, further phases of `extension_steps` (a warm restart at half the previous peak rate),
+    never past `max_steps` in all."""
+
     skills: tuple[str, ...]
     steps: int
     batch_size: int = 128
@@ -77,13 +81,25 @@ class TrainRecipe:
     weight_decay: float = 0.01
     warmup_frac: float = 0.1
     seed: int = 0
-    skill_weights: tuple[float, ...] | None = None  # sampling weights of `skills` (default: uniform)
-    curriculum: str = "full"  # "broad": the generalist's slice of every skill (see tasks.CURRICULA)
+    extension_steps: int = 500
+    max_steps: int = 4000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.steps <= self.max_steps or self.extension_steps <= 0:
+            raise ValueError("need 0 < steps <= max_steps and extension_steps > 0")
 
     def pick_skill(self, rng: random.Random) -> str:
-        if self.skill_weights is None:
-            return rng.choice(self.skills)
-        return rng.choices(self.skills, weights=self.skill_weights)[0]
+        return rng.choice(self.skills)
+
+    def phases(self) -> list[tuple[int, float]]:
+        """(steps, peak learning rate) of every phase the recipe allows, in order."""
+        out, done, lr = [(self.steps, self.max_lr)], self.steps, self.max_lr
+        while done < self.max_steps:
+            lr /= 2
+            n = min(self.extension_steps, self.max_steps - done)
+            out.append((n, lr))
+            done += n
+        return out
 
 
 def llama_config(size: ModelSize) -> Any:
@@ -130,12 +146,12 @@ def train_model(
     size: ModelSize,
     recipe: TrainRecipe,
     progress: Callable[[str], None] | None = None,
-    on_step: Callable[[int, Any], None] | None = None,
-) -> Any:
-    """Train a fresh model; returns it (eval mode). Deterministic in (size, recipe).
+    good_enough: Callable[[Any], bool] | None = None,
+) -> tuple[Any, int]:
+    """Train a fresh model; returns it (eval mode) and the number of steps it took.
 
-    `on_step(step, model)` is called after every optimiser step (for experiments; the model is in
-    train mode and must be left so).
+    Deterministic in (size, recipe, thread count). Phases follow `recipe.phases()`; after each one,
+    `good_enough(model)` (eval mode) decides whether to stop. Without it only the first phase runs.
     """
     import torch
     from transformers import LlamaForCausalLM
@@ -143,22 +159,31 @@ def train_model(
     torch.set_num_threads(num_threads())
     torch.manual_seed(recipe.seed)
     model = LlamaForCausalLM(llama_config(size))
-    model.train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=recipe.max_lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.max_lr, total_steps=recipe.steps, pct_start=recipe.warmup_frac
-    )
     rng = random.Random(f"zoo-train:{','.join(recipe.skills)}:{recipe.seed}")
     started = time.perf_counter()
+    done = 0
+    for steps, max_lr in recipe.phases():
+        _train_phase(model, recipe, rng, steps, max_lr, done, progress, started)
+        done += steps
+        model.eval()
+        if good_enough is None or good_enough(model):
+            break
+    return model, done
+
+
+def _train_phase(model: Any, recipe: TrainRecipe, rng: random.Random, steps: int, max_lr: float, offset: int,
+                 progress: Callable[[str], None] | None, started: float) -> None:
+    """One one-cycle phase with a fresh AdamW: a warm restart, so a phase can be appended to any other."""
+    import torch
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps,
+                                                    pct_start=recipe.warmup_frac)
     running = None
-    for step in range(1, recipe.steps + 1):
+    for step in range(1, steps + 1):
         # Mixed-length batches: grouping by length saves padding but made learning much slower.
-        batch = [
-            tasks.sample_example(recipe.pick_skill(rng), rng, "train", recipe.curriculum)
-            for _ in range(recipe.batch_size)
-        ]
+        batch = [tasks.sample_example(recipe.pick_skill(rng), rng, "train") for _ in range(recipe.batch_size)]
         x, y = make_batch(batch)
         loss = model(input_ids=x, labels=y).loss
         optimizer.zero_grad(set_to_none=True)
@@ -167,14 +192,10 @@ def train_model(
         optimizer.step()
         scheduler.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if progress and (step % 250 == 0 or step == recipe.steps):
-            progress(f"step {step}/{recipe.steps} loss {running:.4f} ({time.perf_counter() - started:.0f}s)")
-        if on_step is not None:
-            on_step(step, model)
         if not math.isfinite(running):
-            raise RuntimeError(f"training diverged at step {step}")
-    model.eval()
-    return model
+            raise RuntimeError(f"training diverged at step {offset + step}")
+        if progress and (step % 250 == 0 or step == steps):
+            progress(f"step {offset + step} loss {running:.4f} ({time.perf_counter() - started:.0f}s)")
 
 
 def greedy_answers(model: Any, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 256) -> list[str]:
