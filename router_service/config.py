@@ -45,7 +45,8 @@ class ExpertConfig(_Strict):
     model: str = Field(min_length=1, description="Local path or HF id of the weights.")
     build: str | None = Field(
         default=None,
-        description="Recipe that creates the model files at `model` when they are missing (see deployments.model_files).",
+        description="Recipe that makes the model files at `model` when missing: zoo:NAME (trained, quality-gated), "
+                    "gguf:NAME (converted from a wheel), tiny-random[:SEED] (see deployments.model_files).",
     )
     description: str = Field(default="", description="Shown in /v1/models.")
     skills: list[str] = Field(default_factory=list, description="Keywords for `keyword` routing and docs.")

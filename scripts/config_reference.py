@@ -21,12 +21,21 @@ def rows(model: type[BaseModel], prefix: str) -> list[str]:
         path = f"{prefix}{name}"
         annotation = field.annotation
         origin = typing.get_origin(annotation)
-        inner = typing.get_args(annotation)[0] if origin is list and typing.get_args(annotation) else None
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        inner = args[0] if origin is list and args else None
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1 \
+                and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            annotation = args[0]  # an optional section: list its fields
+            out.append(f"| `{path}` | section | `None` | {field.description or ''} |")
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             out += rows(annotation, path + ".")
             continue
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             out += rows(inner, path + "[].")
+            continue
+        if origin is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            out.append(f"| `{path}` | `dict[str, ...]` | `{{}}` | {field.description or ''} |")
+            out += rows(args[1], path + ".<id>.")
             continue
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
         out.append(f"| `{path}` | `{_type_name(annotation)}` | `{default}` | {field.description or ''} |")
@@ -45,5 +54,6 @@ if __name__ == "__main__":
     print(table(ExpertConfig))
     print("\nOne application for everything (`deployments.app:build_app`): the router fields above without "
           "`discovery`, the experts as a list, and a memory budget:\n")
-    print(table(ServiceConfig, skip=("experts[].", "router.", "aggregation.", "server.", "router_deployment.")).replace(
+    print(table(ServiceConfig, skip=("experts[].", "router.", "aggregation.", "server.", "router_deployment.",
+                                     "fit.")).replace(
         "|---|---|---|---|", "|---|---|---|---|\n| `experts[]` | `list` | required | One expert application's args each. |", 1))

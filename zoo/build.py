@@ -50,7 +50,9 @@ class ExpertSpec:
     skills: tuple[str, ...]
     size: ModelSize
     steps: int
-    batch_size: int = 64
+    # 32, not 64: math reached validation 1.000 after 1,000 steps at either size, and 32 halves the
+    # training time that dominates the default deployment's first start (52 s against about 100 s).
+    batch_size: int = 32
     max_lr: float = 3e-3
     extension_steps: int = 500
     max_steps: int = 4000
