@@ -153,7 +153,10 @@ def fit_routers_on_built_experts(fit: RouterFitConfig, router: RouterConfig, bas
                 ensure_model(model_dirs[expert_id], build)
             except ConfigError as exc:
                 raise ConfigError(f"fit.experts.{expert_id}.build: {exc.message}") from None
-            ensure_quality_record(model_dirs[expert_id], build)
+        if not Path(model_dirs[expert_id]).is_dir():
+            raise ConfigError(f"fit.experts.{expert_id}.model: no model directory at {model_dirs[expert_id]}; routers "
+                              "are fitted on models measured here, so it must be a local folder")
+        ensure_quality_record(model_dirs[expert_id], expert_id)
     prices = {eid: {"input_price": cost.input_per_mtok, "output_price": cost.output_per_mtok}
               for eid, (_, _, cost) in sources.items()}
     params = {"category": {"default_expert": fit.default_expert}} if fit.default_expert else {}

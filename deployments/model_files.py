@@ -91,13 +91,12 @@ def _build_with_zoo(kind: str, name: str, out: Path) -> Path:
         raise ConfigError(str(exc)) from None
 
 
-def ensure_quality_record(path: str | Path, recipe: str) -> None:
+def ensure_quality_record(path: str | Path, expert_id: str) -> None:
     """Make sure the built model at `path` has its quality record (what routers are fitted on).
 
-    A trained specialist writes it as part of its build. A converted chat model is measured here, once,
-    by whoever fits the routers, so its own expert application starts its engine without waiting."""
-    kind, _, name = recipe.partition(":")
-    if kind == "gguf":
-        from zoo.quality import ensure_chat_quality
+    A trained specialist writes it as part of its build. Any other model (the converted generalist, or
+    an HF chat model a user added) is measured here, once, with its chat template, by whoever fits the
+    routers, so the expert's own application starts its engine without waiting for it."""
+    from zoo.quality import ensure_chat_quality
 
-        ensure_chat_quality(path, name)
+    ensure_chat_quality(path, expert_id)

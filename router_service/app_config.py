@@ -144,9 +144,26 @@ def service_config_from_serve_config(data: dict[str, Any], source: str = "config
                 raise at(i, exc) from None
     try:
         config, _ = compose_service_config(app_config, experts, strict=True)
+        check_fit_matches_experts(app_config, experts)
     except ConfigError as exc:
         raise at(index, exc) from None
     return config
+
+
+def check_fit_matches_experts(app: RouterAppConfig, experts: Sequence[ExpertConfig]) -> None:
+    """The router's `fit.experts` must place and price each expert as its own application does: the
+    routers are fitted on what that model measured, at that price."""
+    if app.fit is None:
+        return
+    deployed = {e.id: e for e in experts}
+    for expert_id, source in app.fit.experts.items():
+        expert = deployed.get(expert_id)
+        if expert is None:
+            raise ConfigError(f"  fit.experts.{expert_id}: no expert application with this id")
+        for field in ("model", "build", "cost"):
+            if getattr(source, field) != getattr(expert, field):
+                raise ConfigError(f"  fit.experts.{expert_id}.{field}: {getattr(source, field)!r} differs from the "
+                                  f"expert application's {field} {getattr(expert, field)!r}")
 
 
 def load_serve_config(path: str | Path) -> ServiceConfig:

@@ -119,3 +119,20 @@ def test_shipped_cpu_configs_validate():
     for name in ("coe.yaml", "coe-tiny.yaml", "coe-residency.yaml"):
         config = load_serve_config(REPO / "deployments" / name)
         assert all(e.resources.num_gpus == 0 for e in config.experts)
+
+
+def test_fit_section_must_match_the_expert_applications():
+    """A router fitted for a model or price the expert application does not serve fails the config check."""
+    import yaml
+
+    from router_service.app_config import service_config_from_serve_config
+
+    data = yaml.safe_load((REPO / "deployments" / "coe.yaml").read_text())
+    router_args = next(a for a in data["applications"] if a["name"] == "coe")["args"]
+    router_args["fit"]["experts"]["math"]["cost"]["input_per_mtok"] = 9.0
+    with pytest.raises(ConfigError, match=r"fit\.experts\.math\.cost: .* differs from the expert application's cost"):
+        service_config_from_serve_config(data, "coe.yaml")
+    router_args["fit"]["experts"]["math"]["cost"]["input_per_mtok"] = 0.3411
+    router_args["fit"]["experts"]["nobody"] = {"model": "./x"}
+    with pytest.raises(ConfigError, match=r"fit\.experts\.nobody: no expert application"):
+        service_config_from_serve_config(data, "coe.yaml")
