@@ -8,7 +8,7 @@ Prints, on the same prompts within one run:
   (c) embedding time alone at the same batch sizes;
 and ratios that compare across machines (decision time at concurrency 1 / one embedding call).
 
-    python bench/router_overhead.py --artifact deployments/routers/zoo-category.joblib \
+    python bench/router_overhead.py --artifact models/routers/category.joblib \
         --dataset eval/data/zoo_heldout.jsonl [--endpoint http://127.0.0.1:8000] [--no-cache]
 """
 
@@ -101,7 +101,7 @@ def embedding_times(embedder, prompts: list[str]) -> dict[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifact", default="deployments/routers/zoo-category.joblib")
+    parser.add_argument("--artifact", default="models/routers/category.joblib")
     parser.add_argument("--dataset", default="eval/data/zoo_heldout.jsonl")
     parser.add_argument("--requests", type=int, default=512, help="decisions per concurrency level")
     parser.add_argument("--endpoint", help="a running deployment for (a)")
