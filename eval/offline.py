@@ -310,7 +310,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         "# Offline routing evaluation", "",
         f"- protocol: {results.get('protocol')}; seed {results.get('seed')}; embedder {results.get('embedder')}",
         f"- prompts: {results['n_train']} train, {results['n_test']} evaluated; {len(results['models'])} models",
-        f"- quality: mean score of the chosen model (missing score = 0; `missing` counts those prompts)",
+        "- quality: mean score of the chosen model (missing score = 0; `missing` counts those prompts)",
         f"- cost: {cost_unit}",
         f"- AIQ: RouterBench area under the non-decreasing convex hull of the λ-sweep curve, flat to the "
         f"reference cost {_fmt(results.get('reference_cost'))}, divided by it (– for strategies without "

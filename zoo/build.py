@@ -13,20 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from zoo import tasks
+from zoo.cache import locked_build, read_marker
 from zoo.tokenizer import tokenizer_fingerprint
 from zoo.train import TRAIN_VERSION, ModelSize, TrainRecipe
 
 log = logging.getLogger(__name__)
 
-MARKER = "zoo-build.json"
 # Price of the zoo models: proportional to the parameter count ($ per million tokens per million params).
 PRICE_PER_MTOK_PER_MPARAM = 1.0
 EVAL_N_PER_SKILL = 50  # held-out examples per skill scored at build time (recorded in the marker)
@@ -176,13 +174,6 @@ def get_spec(name: str) -> ExpertSpec:
         raise ValueError(f"unknown zoo expert '{name}'; known: {', '.join(ZOO_EXPERTS)}") from None
 
 
-def read_marker(model_dir: str | Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(model_dir) / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_current(spec: ExpertSpec, model_dir: str | Path) -> bool:
     """True when `model_dir` holds a finished build of exactly this recipe."""
     marker = read_marker(model_dir)
@@ -233,44 +224,30 @@ def build_expert(
 ) -> Path:
     """Build the zoo expert `name` into the model directory `out_dir`, or reuse a current build.
 
-    Idempotent and safe under concurrency: a file lock `<out_dir>.lock` serialises builders, the
-    model is written to a temporary sibling directory and moved into place with its marker last,
-    so a reader never sees a half-written model. `spec` overrides the registered spec (tests).
+    Idempotent and safe under concurrency (`zoo.cache.locked_build`). `spec` overrides the registered
+    spec (tests).
     """
     spec = spec or get_spec(name)
     out = Path(out_dir).expanduser().resolve()
-    if not force and is_current(spec, out):
-        return out
-    from filelock import FileLock
-
-    out.parent.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda msg: log.info("zoo %s: %s", spec.name, msg))
-    with FileLock(str(out) + ".lock"):
-        if not force and is_current(spec, out):  # another process built it while we waited
-            return out
-        tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            started = time.perf_counter()
-            say(f"building ({spec.params:,} params, {spec.steps} steps, recipe {spec.recipe_hash()})")
-            facts = (trainer or _default_trainer)(spec, tmp, say)
-            marker = {
-                "name": spec.name,
-                "recipe_hash": spec.recipe_hash(),
-                "recipe": spec.recipe_dict(),
-                "spec": spec.to_dict(),
-                "build_seconds": round(time.perf_counter() - started, 1),
-                "train_threads": _threads(),
-                **facts,
-            }
-            (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-            say(f"built in {marker['build_seconds']}s, held-out accuracy {facts.get('heldout_accuracy')}")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def train(tmp: Path) -> dict[str, Any]:
+        started = time.perf_counter()
+        say(f"building ({spec.params:,} params, {spec.steps} steps, recipe {spec.recipe_hash()})")
+        facts = (trainer or _default_trainer)(spec, tmp, say)
+        marker = {
+            "name": spec.name,
+            "recipe_hash": spec.recipe_hash(),
+            "recipe": spec.recipe_dict(),
+            "spec": spec.to_dict(),
+            "build_seconds": round(time.perf_counter() - started, 1),
+            "train_threads": _threads(),
+            **facts,
+        }
+        say(f"built in {marker['build_seconds']}s, held-out accuracy {facts.get('heldout_accuracy')}")
+        return marker
+
+    locked_build(out, lambda path: is_current(spec, path), train, force=force)
     return out
 
 

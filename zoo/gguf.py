@@ -18,15 +18,14 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from zoo.build import MARKER, PRICE_PER_MTOK_PER_MPARAM, read_marker
+from zoo.build import PRICE_PER_MTOK_PER_MPARAM
+from zoo.cache import locked_build, read_marker
 
 log = logging.getLogger(__name__)
 
@@ -213,45 +212,32 @@ def build_gguf(
     """
     spec = spec or get_gguf_spec(name)
     out = Path(out_dir).expanduser().resolve()
-    if not force and is_current(spec, out):
-        return out
-    from filelock import FileLock
-
-    out.parent.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda msg: log.info("gguf %s: %s", spec.name, msg))
-    with FileLock(str(out) + ".lock"):
-        if not force and is_current(spec, out):  # another process converted it while we waited
-            return out
+
+    def convert(tmp: Path) -> dict[str, Any]:
         source = locate_gguf(spec)
         source_sha256 = file_sha256(source)
         if spec.sha256 and source_sha256 != spec.sha256:
             raise ValueError(f"gguf model '{spec.name}': {source} has sha256 {source_sha256}, expected "
                              f"{spec.sha256} (a different '{spec.package}' version?)")
-        tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            started = time.perf_counter()
-            say(f"converting {source.name} -> {out} ({spec.dtype}, recipe {spec.recipe_hash()})")
-            facts = (converter or _default_converter)(spec, source, tmp, say)
-            marker = {
-                "name": spec.name,
-                "recipe_hash": spec.recipe_hash(),
-                "recipe": spec.recipe_dict(),
-                "source": str(source),
-                "source_sha256": source_sha256,
-                "build_seconds": round(time.perf_counter() - started, 1),
-                "cost_per_mtok": spec.cost_per_mtok,
-                **facts,
-            }
-            marker.setdefault("params", spec.params)
-            (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-            say(f"converted in {marker['build_seconds']}s ({marker['params']:,} params)")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        started = time.perf_counter()
+        say(f"converting {source.name} -> {out} ({spec.dtype}, recipe {spec.recipe_hash()})")
+        facts = (converter or _default_converter)(spec, source, tmp, say)
+        marker = {
+            "name": spec.name,
+            "recipe_hash": spec.recipe_hash(),
+            "recipe": spec.recipe_dict(),
+            "source": str(source),
+            "source_sha256": source_sha256,
+            "build_seconds": round(time.perf_counter() - started, 1),
+            "cost_per_mtok": spec.cost_per_mtok,
+            **facts,
+        }
+        marker.setdefault("params", spec.params)
+        say(f"converted in {marker['build_seconds']}s ({marker['params']:,} params)")
+        return marker
+
+    locked_build(out, lambda path: is_current(spec, path), convert, force=force)
     return out
 
 

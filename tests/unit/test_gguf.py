@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import zoo.gguf
-from zoo.build import MARKER, read_marker
+from zoo.cache import MARKER, read_marker
 from zoo.gguf import (
     GGUF_MODELS,
     GGUFSourceMissing,

@@ -12,15 +12,14 @@ import pytest
 
 from zoo import tasks
 from zoo.build import (
-    MARKER,
     ZOO_EXPERTS,
     ExpertSpec,
     QualityGateError,
     build_expert,
     get_spec,
     is_current,
-    read_marker,
 )
+from zoo.cache import MARKER, read_marker
 from zoo.tokenizer import (
     BOS_ID,
     CHARS,
