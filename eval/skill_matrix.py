@@ -4,7 +4,8 @@
                                 [--dataset eval/data/zoo_heldout.jsonl] [--out DIR]
 
 Each expert (default: the four zoo specialists and the SmolLM2 generalist of coe.yaml) is loaded with
-the offline engine `vllm.LLM(model=dir, dtype="float32", max_model_len=512, ...)`, one at a time, and
+the offline engine `vllm.LLM(model=dir, dtype="float32", max_model_len=512 (or the model's own maximum),
+enforce_eager=True, ...)`, one at a time, and
 answers every prompt of the dataset through `llm.chat` (its own chat template), greedily, with the
 online eval's reply budget (32 tokens). Each row is graded with its own "grader" (the zoo's test set
 uses "contains", the rule of the builds' quality records), else "auto". Prints a markdown matrix
@@ -28,6 +29,7 @@ DEFAULT_ENGINE_ARGS: dict[str, Any] = {
     "max_model_len": 512,
     "max_num_seqs": 64,
     "seed": 0,
+    "enforce_eager": True,  # as coe.yaml serves them (no torch.compile: engines start several times faster)
 }
 DEFAULT_EXPERTS = {"math": "models/zoo/math", "strings": "models/zoo/strings", "units": "models/zoo/units",
                    "atlas": "models/zoo/atlas", "general": "models/smollm2-135m-instruct"}
@@ -109,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from router_service.answers import is_correct
 
     for expert, model_dir in experts.items():
-        answers, start_s, gen_s = run_expert(model_dir, prompts, engine_args, args.max_tokens)
+        # The specialists know 128 positions, the generalist 8192: never ask a model for more than it has.
+        positions = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+        own_args = {**engine_args, "max_model_len": min(engine_args["max_model_len"], positions or 10**9)}
+        answers, start_s, gen_s = run_expert(model_dir, prompts, own_args, args.max_tokens)
         correct = [is_correct(a, r["answer"], r.get("grader", "auto")) for a, r in zip(answers, rows)]
         accuracy[expert] = {
             s: round(sum(c for c, r in zip(correct, rows) if r["category"] == s) / counts[s], 4) for s in skills
