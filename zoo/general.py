@@ -10,7 +10,6 @@ in the prediction, case-insensitively, as a whole word. Pure Python, no third-pa
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 # Bump when the pool, the kept set or the split changes (part of any recipe/table fingerprint).
@@ -27,11 +26,11 @@ class GeneralQuestion:
 
 
 def is_correct_general(prediction: str, answers) -> bool:
-    """Correct iff some alias occurs in `prediction` case-insensitively as a whole word."""
-    text = prediction.casefold()
-    return any(
-        re.search(r"(?<!\w)" + re.escape(alias.casefold()) + r"(?!\w)", text) is not None for alias in answers
-    )
+    """Correct iff some alias occurs in `prediction` case-insensitively as a whole word: the core's
+    `contains` grader, the one the quality records and the online eval use."""
+    from router_service.answers import is_correct
+
+    return is_correct(prediction, list(answers), "contains")
 
 
 def _q(topic: str, prompt: str, *answers: str) -> GeneralQuestion:
