@@ -26,8 +26,8 @@ def resample(table, n: int, seed: int = 0):
 
 
 def time_strategy(name: str, train, test_prompts, embedder, vectors_train, vectors_test) -> dict:
-    from router_service.strategies.base import get_strategy
-    from router_service.types import ExpertCard, Query
+    from router_service.routing.strategies.base import get_strategy
+    from router_service.domain import ExpertCard, Query
 
     strategy = get_strategy(name).set_embedder(embedder)
     started = time.perf_counter()
@@ -44,8 +44,8 @@ def time_strategy(name: str, train, test_prompts, embedder, vectors_train, vecto
 
 def main() -> None:
     from eval.embed_cache import CachedEmbedder
-    from router_service.embedding import make_embedder
-    from router_service.table_io import load_tables
+    from router_service.routing.embedding import make_embedder
+    from router_service.data.loaders import load_tables
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--strategies", default="category,skill,cost_aware")

@@ -29,11 +29,11 @@ def mixed_assignments(n: int, experts: list[str], seed: int) -> list[str]:
 
 
 async def fake_mode(args) -> dict:
-    from router_service.batching import count_loads
-    from router_service.config import parse_service_config
+    from router_service.serving.batch import count_loads
+    from router_service.config.service import parse_service_config
     from router_service.experts.fake import OffloadableFakeExpert
-    from router_service.service import RouterService
-    from router_service.strategies.rules import FixedStrategy
+    from router_service.serving.service import RouterService
+    from router_service.routing.strategies.rules import FixedStrategy
 
     experts = [f"e{i}" for i in range(args.experts)]
     config = parse_service_config({
@@ -52,7 +52,7 @@ async def fake_mode(args) -> dict:
         if mode == "grouped":
             await service.batch(requests)
         else:
-            from router_service.schema import ChatCompletionRequest
+            from router_service.api.schema import ChatCompletionRequest
             for r in requests:
                 await service.chat(ChatCompletionRequest.model_validate(r))
         results[mode] = {"loads": service.residency.stats.loads, "seconds": round(time.perf_counter() - started, 3)}

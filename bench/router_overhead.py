@@ -58,10 +58,10 @@ def endpoint_latency(endpoint: str, prompts: list[str], max_tokens: int) -> dict
 
 
 def build_service(artifact: str, cache: bool):
-    from router_service.artifact import load_artifact, read_artifact_info
-    from router_service.config import parse_service_config
+    from router_service.routing.artifact import load_artifact, read_artifact_info
+    from router_service.config.service import parse_service_config
     from router_service.experts.fake import FakeExpertBackend
-    from router_service.service import RouterService
+    from router_service.serving.service import RouterService
 
     strategy = load_artifact(artifact)
     experts = strategy.fitted_experts or read_artifact_info(artifact)["experts"]
@@ -73,7 +73,7 @@ def build_service(artifact: str, cache: bool):
 
 
 async def decisions_per_second(service, prompts: list[str], concurrency: int) -> float:
-    from router_service.schema import ChatCompletionRequest
+    from router_service.api.schema import ChatCompletionRequest
 
     requests = [ChatCompletionRequest(model="coe", messages=[{"role": "user", "content": p}]) for p in prompts]
     semaphore = asyncio.Semaphore(concurrency)

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from router_service.app_config import RouterAppConfig, parse_expert_app_config, parse_router_app_config
-from router_service.config import ExpertConfig, RouterConfig, RouterFitConfig, ServiceConfig, parse_service_config
+from router_service.config.apps import RouterAppConfig, parse_expert_app_config, parse_router_app_config
+from router_service.config.service import ExpertConfig, RouterConfig, RouterFitConfig, ServiceConfig, parse_service_config
 from router_service.errors import ConfigError
 
 from deployments.model_files import ensure_model, ensure_quality_record
@@ -102,7 +102,7 @@ def build_application(config: ServiceConfig, expert_deployment=None,
     if expert_deployment is None:
         from deployments.expert import ExpertDeployment as expert_deployment
     # Fail here, in the driver, on a bad artifact rather than in a replica that Serve keeps restarting.
-    from router_service.assembly import build_strategies
+    from router_service.serving.assembly import build_strategies
 
     build_strategies(config, embedder_factory=_lazy_embedder)
     handles = {}
@@ -117,7 +117,7 @@ def build_application(config: ServiceConfig, expert_deployment=None,
 
 
 def _lazy_embedder(name: str):
-    from router_service.embedding import make_embedder
+    from router_service.routing.embedding import make_embedder
 
     return make_embedder(name)  # loads nothing until the first encode
 
@@ -136,7 +136,7 @@ def fit_routers_on_built_experts(fit: RouterFitConfig, router: RouterConfig, bas
                                  experts: list[ExpertConfig] | None = None) -> None:
     """Build (or wait for) every expert the routers are fitted for, then fit the artifacts on their
     measured quality table (`zoo.routers`: cached, refitted only when the measured table changes)."""
-    from router_service.embedding import make_embedder
+    from router_service.routing.embedding import make_embedder
     from zoo.routers import fit_routers
 
     if fit.experts:
@@ -165,7 +165,7 @@ def fit_routers_on_built_experts(fit: RouterFitConfig, router: RouterConfig, bas
 
 
 def prepare_router_app(args: dict[str, Any] | RouterAppConfig, base_dir: Path | None = None) -> RouterAppConfig:
-    from router_service.assembly import check_artifacts
+    from router_service.serving.assembly import check_artifacts
 
     app = parse_router_app_config(args)
     base = _base_dir(base_dir)

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from router_service.config import ExpertConfig
+from router_service.config.service import ExpertConfig
 
 log = logging.getLogger("coe.discovery")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
 
 
 class ExpertShell:

@@ -38,7 +38,7 @@ def build_fake_app(args: dict[str, Any]):
 def build_fake_expert_app(args: dict[str, Any]):
     """Like `deployments.app:build_expert_app`, with a fake: args = {expert: <experts[] entry>, fake: {...}}."""
     from deployments.app import bind_expert, prepare_expert
-    from router_service.app_config import parse_expert_app_config
+    from router_service.config.apps import parse_expert_app_config
 
     expert = prepare_expert(parse_expert_app_config(args["expert"]), "", Path.cwd(), check_engine_args=False)
     return bind_expert(expert, FakeExpertDeployment, fake=args.get("fake") or {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from router_service.errors import CoEError, ExpertError, ExpertUnavailableError
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
 
 
 def map_ray_error(expert_id: str, exc: BaseException) -> CoEError:

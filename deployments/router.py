@@ -17,12 +17,12 @@ from ray import serve
 
 from deployments.metrics import RayServeMetrics
 from deployments.ray_backend import RayExpertBackend
-from router_service.app_config import RouterAppConfig, compose_service_config
-from router_service.assembly import build_service
-from router_service.config import ExpertConfig, parse_service_config
-from router_service.embedding import make_embedder
+from router_service.config.apps import RouterAppConfig, compose_service_config
+from router_service.serving.assembly import build_service
+from router_service.config.service import ExpertConfig, parse_service_config
+from router_service.routing.embedding import make_embedder
 from router_service.errors import ExpertUnavailableError
-from router_service.http import create_app
+from router_service.api.app import create_app
 
 log = logging.getLogger("coe.router")
 

@@ -8,7 +8,7 @@ import logging
 from typing import Any, AsyncIterator, Callable
 
 from router_service.errors import ConfigError, ExpertError, ExpertUnavailableError, InvalidRequestError
-from router_service.types import (
+from router_service.domain import (
     ExpertChoice,
     ExpertDelta,
     ExpertReply,

@@ -13,12 +13,12 @@ import os
 import sys
 from typing import Sequence
 
-from router_service.embedding import DEFAULT_EMBEDDER
+from router_service.routing.embedding import DEFAULT_EMBEDDER
 from router_service.errors import CoEError
 from eval.offline import OfflineConfigError
 from eval.online import DatasetError
-from router_service.answers import GRADERS
-from router_service.table_io import TableFormatError, load_prices, load_tables
+from router_service.routing.grading import GRADERS
+from router_service.data.loaders import TableFormatError, load_prices, load_tables
 
 
 def _csv_list(text: str) -> list[str]:
@@ -94,7 +94,7 @@ def run_offline_command(args: argparse.Namespace) -> int:
 
     from eval.embed_cache import CachedEmbedder
     from eval.offline import markdown_table, report_rows, run_offline, write_outputs
-    from router_service.embedding import make_embedder
+    from router_service.routing.embedding import make_embedder
 
     if args.test and args.cv is not None:
         raise OfflineConfigError("--cv runs cross-validation on --train; it cannot be combined with --test")

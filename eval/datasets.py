@@ -1,6 +1,6 @@
 """Routing-table loaders for the eval harness, plus eval-only helpers (shared-data location, CV folds).
 
-The loaders live in `router_service.table_io` because `python -m router_service.fit` needs them too;
+The loaders live in `router_service.data.loaders` because `python -m router_service.cli.fit` needs them too;
 they are re-exported here so eval code and notebooks have one import place.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router_service.table_io import (
+from router_service.data.loaders import (
     TableFormatError,
     category_from_stem,
     estimate_costs,

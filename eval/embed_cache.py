@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from router_service.embedding import Embedder
+from router_service.routing.embedding import Embedder
 
 DEFAULT_CACHE_DIR = Path(".cache") / "embeddings"
 CACHE_DIR_ENV = "COE_CACHE_DIR"

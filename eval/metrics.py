@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from router_service.table import RoutingTable
+from router_service.data.table import RoutingTable
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,11 @@ from tqdm.auto import tqdm
 
 from eval import metrics
 from eval.datasets import kfold_indices
-from router_service.embedding import Embedder
-from router_service.strategies.base import RoutingStrategy, get_strategy, known_strategies, strategy_class
-from router_service.table import RoutingTable
-from router_service.table_io import estimate_tokens
-from router_service.types import ExpertCard, Query
+from router_service.routing.embedding import Embedder
+from router_service.routing.strategies.base import RoutingStrategy, get_strategy, known_strategies, strategy_class
+from router_service.data.table import RoutingTable
+from router_service.data.loaders import estimate_tokens
+from router_service.domain import ExpertCard, Query
 
 # Rule-based or reference routers: evaluated as baselines, not as default strategies.
 BASELINE_STRATEGIES = frozenset({"fixed", "keyword", "random", "best_single"})

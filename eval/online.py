@@ -2,7 +2,7 @@
 
 Each dataset line is JSON: {"messages": [...]} or {"prompt": "..."}, plus "answer" (a string, or a
 list of accepted answers), optional "category", and optional "grader" (one of
-`router_service.answers.GRADERS`), which overrides the run's grader for that row. Every model in `models` ("coe" and/or expert ids) answers every prompt; the oracle
+`router_service.routing.grading.GRADERS`), which overrides the run's grader for that row. Every model in `models` ("coe" and/or expert ids) answers every prompt; the oracle
 (a prompt counts as solved when any single expert solved it) is computed when ≥ 2 experts ran.
 """
 

@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     accuracy: dict[str, dict[str, float]] = {}
     details: dict[str, Any] = {}
-    from router_service.answers import is_correct
+    from router_service.routing.grading import is_correct
 
     for expert, model_dir in experts.items():
         # The specialists know 128 positions, the generalist 8192: never ask a model for more than it has.
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "experts_dirs": {e: str(d) for e, d in experts.items()},
         "engine_args": engine_args,
         "sampling": {"temperature": 0.0, "max_tokens": args.max_tokens},
-        "metric": "each row's grader (router_service.answers.is_correct)",
+        "metric": "each row's grader (router_service.routing.grading.is_correct)",
         "skills": skills,
         "counts": counts,
         "accuracy": accuracy,

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from router_service.schema import UNSUPPORTED, ErrorInfo, ErrorResponse
+from router_service.api.schema import UNSUPPORTED, ErrorInfo, ErrorResponse
 
 
 class CoEError(Exception):

@@ -35,11 +35,11 @@ async def run(model_dir: Path) -> None:
 
     from deployments.model_files import ensure_model
     from deployments.vllm_backend import VLLMEngineBackend
-    from router_service.assembly import build_service
-    from router_service.config import parse_service_config
-    from router_service.embedding import HashingEmbedder
+    from router_service.serving.assembly import build_service
+    from router_service.config.service import parse_service_config
+    from router_service.routing.embedding import HashingEmbedder
     from router_service.experts.fake import FakeExpertBackend
-    from router_service.http import create_app
+    from router_service.api.app import create_app
 
     path = ensure_model(model_dir, "tiny-random")
     config = parse_service_config({

@@ -6,13 +6,13 @@ import typing
 
 from pydantic import BaseModel
 
-from router_service.app_config import RouterAppConfig
-from router_service.config import ExpertConfig, ServiceConfig
+from router_service.config.apps import RouterAppConfig
+from router_service.config.service import ExpertConfig, ServiceConfig
 
 
 def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-    return text.replace("router_service.config.", "")
+    return text.replace("router_service.config.service.", "")
 
 
 def rows(model: type[BaseModel], prefix: str) -> list[str]:

@@ -24,7 +24,7 @@ trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; ray stop --for
 all_experts_healthy() {
     python - <<'PY'
 import sys, httpx
-from router_service.app_config import load_serve_config
+from deployments.serve_config import load_serve_config
 expected = set(load_serve_config("deployments/coe.yaml").expert_ids)
 try:
     health = httpx.get("http://127.0.0.1:8000/health", timeout=5).json()

@@ -28,7 +28,7 @@ class GeneralQuestion:
 def is_correct_general(prediction: str, answers) -> bool:
     """Correct iff some alias occurs in `prediction` case-insensitively as a whole word: the core's
     `contains` grader, the one the quality records and the online eval use."""
-    from router_service.answers import is_correct
+    from router_service.routing.grading import is_correct
 
     return is_correct(prediction, list(answers), "contains")
 

@@ -6,7 +6,7 @@ general question bank — and writes `quality.json` next to its weights. The rou
 deployment are fitted on the table these records make (`zoo.routers`), so a router never assumes a
 quality that was not measured on the very experts it serves, on this machine.
 
-Grading is `router_service.answers.is_correct(..., "contains")`, the same rule the online eval applies
+Grading is `router_service.routing.grading.is_correct(..., "contains")`, the same rule the online eval applies
 to the zoo's test set. torch / transformers are imported only inside the measuring functions.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from router_service.answers import is_correct
+from router_service.routing.grading import is_correct
 
 QUALITY_FILE = "quality.json"
 GRADER = "contains"

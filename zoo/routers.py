@@ -2,7 +2,7 @@
 
 `fit_routers(experts, out_dir, ...)` reads the `quality.json` of every built expert (`zoo.quality`),
 writes the quality table they make (`quality-table.json`, the question/scores JSON format that
-`python -m router_service.fit` and `python -m eval offline` read) with its price file, and fits one
+`python -m router_service.cli.fit` and `python -m eval offline` read) with its price file, and fits one
 artifact per strategy on it. Each artifact records the table's hash; `check_routers` refuses an
 artifact fitted on any other table, and `fit_routers` refits exactly then. Cached and single-flight
 (a file lock), like the model builds: the first start fits, later starts reuse.
@@ -49,7 +49,7 @@ def artifact_path(out_dir: str | Path, strategy: str) -> Path:
 
 
 def _fitted_on(path: Path) -> str | None:
-    from router_service.artifact import read_artifact_info
+    from router_service.routing.artifact import read_artifact_info
 
     try:
         return read_artifact_info(path).get("metadata", {}).get("table_sha256")
@@ -90,10 +90,10 @@ def fit_routers(experts: Mapping[str, str | Path], out_dir: str | Path, prices: 
 
 
 def _fit(experts, out: Path, prices, strategies, params, embedder, progress) -> dict[str, Path]:
-    from router_service.artifact import save_artifact
-    from router_service.embedding import DEFAULT_EMBEDDER, make_embedder
-    from router_service.strategies.base import get_strategy
-    from router_service.table_io import load_table
+    from router_service.routing.artifact import save_artifact
+    from router_service.routing.embedding import DEFAULT_EMBEDDER, make_embedder
+    from router_service.routing.strategies.base import get_strategy
+    from router_service.data.loaders import load_table
 
     rows = quality_rows(experts)
     digest = table_hash(rows, prices)
@@ -133,7 +133,7 @@ def choose_category_c(table: Any, embedder: Any) -> float:
     import numpy as np
     from sklearn.linear_model import LogisticRegressionCV
 
-    from router_service.strategies.baselines import one_thread
+    from router_service.routing.strategies.baselines import one_thread
 
     x = np.asarray(embedder.encode(list(table.prompts)))
     with one_thread():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import AsyncIterator, Protocol, runtime_checkable
 
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ import random
 from typing import AsyncIterator, Callable
 
 from router_service.errors import ExpertError
-from router_service.types import (
+from router_service.domain import (
     ExpertChoice,
     ExpertDelta,
     ExpertReply,

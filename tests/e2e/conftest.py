@@ -43,7 +43,7 @@ def running_stack(config: str, log_dir: Path):
     """`serve run CONFIG` in a fresh local Ray cluster until every expert is healthy; stopped on exit."""
     if not _port_free_within(90):  # the previous module's stack may still be shutting down
         pytest.fail("something already serves on 127.0.0.1:8000; stop it before the e2e tests")
-    from router_service.app_config import load_serve_config
+    from deployments.serve_config import load_serve_config
 
     experts = set(load_serve_config(REPO / config).expert_ids)
     log_path = log_dir / "serve.log"

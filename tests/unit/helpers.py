@@ -6,11 +6,11 @@ from typing import Any
 
 import httpx
 
-from router_service.assembly import build_service
-from router_service.config import parse_service_config
-from router_service.embedding import HashingEmbedder
+from router_service.serving.assembly import build_service
+from router_service.config.service import parse_service_config
+from router_service.routing.embedding import HashingEmbedder
 from router_service.experts.fake import FakeExpertBackend
-from router_service.http import create_app
+from router_service.api.app import create_app
 
 
 def config_dict(**router: Any) -> dict[str, Any]:

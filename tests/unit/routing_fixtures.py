@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from router_service.artifact import save_artifact
-from router_service.embedding import HashingEmbedder
-from router_service.strategies.base import get_strategy
-from router_service.table import RoutingTable
+from router_service.routing.artifact import save_artifact
+from router_service.routing.embedding import HashingEmbedder
+from router_service.routing.strategies.base import get_strategy
+from router_service.data.table import RoutingTable
 
 MATH = [f"what is {a} plus {b} sum the numbers" for a, b in zip(range(3, 60, 2), range(40, 11, -1))]
 WORDS = [f"reverse the word {w} and spell it backwards" for w in

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from router_service.aggregation.synthesize import render_prompt
-from router_service.aggregation.vote import VoteAggregator
-from router_service.types import ExpertReply, ExpertRequest, GenerationParams, Message
+from router_service.serving.aggregation.synthesize import render_prompt
+from router_service.serving.aggregation.vote import VoteAggregator
+from router_service.domain import ExpertReply, ExpertRequest, GenerationParams, Message
 
 from .helpers import make_client, make_service
 
@@ -85,7 +85,7 @@ def synth_service(**kw):
     service, backends = make_service(fakes=fakes, **kw)
     service.config.aggregation.method = "synthesize"
     service.config.aggregation.aggregator = "general"
-    from router_service.aggregation import make_aggregator
+    from router_service.serving.aggregation import make_aggregator
     service.aggregator = make_aggregator(service.config.aggregation, service.backends, 2.0)
     return service, backends
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from router_service.app_config import (compose_service_config, load_serve_config, parse_expert_app_config,
-                                       parse_router_app_config, service_config_from_serve_config)
-from router_service.config import ExpertConfig
+from deployments.serve_config import load_serve_config, service_config_from_serve_config
+from router_service.config.apps import compose_service_config, parse_expert_app_config, parse_router_app_config
+from router_service.config.service import ExpertConfig
 from router_service.errors import ConfigError
 
 from .helpers import config_dict
@@ -122,7 +122,7 @@ def test_router_app_build_fails_on_a_missing_artifact_naming_the_field(tmp_path)
 def test_check_command_names_the_field_and_fails(tmp_path, capsys):
     import yaml
 
-    from router_service.app_config import main
+    from deployments.serve_config import main
 
     experts = config_dict()["experts"]
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"

@@ -7,18 +7,18 @@ import pickle
 import joblib
 import pytest
 
-from router_service.artifact import (
+from router_service.routing.artifact import (
     FORMAT_VERSION,
     expert_mismatch,
     load_artifact,
     read_artifact_info,
     save_artifact,
 )
-from router_service.embedding import HashingEmbedder
+from router_service.routing.embedding import HashingEmbedder
 from router_service.errors import ConfigError, NotFittedError
-from router_service.strategies.base import get_strategy
-from router_service.strategies.skill import LLMSkillAnnotator
-from router_service.types import Query
+from router_service.routing.strategies.base import get_strategy
+from router_service.routing.strategies.skill import LLMSkillAnnotator
+from router_service.domain import Query
 from tests.unit.test_strategies import MODELS, held_out, make_experts, make_table
 
 
@@ -151,7 +151,7 @@ def _write_json_table(path, n=60):
 
 
 def test_fit_cli_writes_a_loadable_artifact(tmp_path, capsys):
-    from router_service.fit import main
+    from router_service.cli.fit import main
 
     train = _write_json_table(tmp_path / "t.json")
     out = tmp_path / "routers" / "c.joblib"
@@ -171,7 +171,7 @@ def test_fit_cli_writes_a_loadable_artifact(tmp_path, capsys):
     (["--models", "nobody"], "nobody"),
 ])
 def test_fit_cli_reports_bad_input(tmp_path, capsys, args, message):
-    from router_service.fit import main
+    from router_service.cli.fit import main
 
     train = _write_json_table(tmp_path / "t.json", n=20)
     rc = main(["--strategy", "cost_aware", "--train", str(train), "--embedder", "hashing-64",
@@ -181,7 +181,7 @@ def test_fit_cli_reports_bad_input(tmp_path, capsys, args, message):
 
 
 def test_fit_cli_missing_table(tmp_path, capsys):
-    from router_service.fit import main
+    from router_service.cli.fit import main
 
     assert main(["--strategy", "best_single", "--train", str(tmp_path / "none.json"),
                  "--out", str(tmp_path / "x.joblib")]) == 2

@@ -4,9 +4,9 @@ import logging
 
 import pytest
 
-from router_service.assembly import build_service
-from router_service.config import parse_service_config
-from router_service.embedding import make_embedder
+from router_service.serving.assembly import build_service
+from router_service.config.service import parse_service_config
+from router_service.routing.embedding import make_embedder
 from router_service.errors import ConfigError
 from router_service.experts.fake import FakeExpertBackend
 

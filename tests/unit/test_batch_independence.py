@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router_service.embedding import HashingEmbedder
-from router_service.strategies.base import get_strategy, known_strategies
-from router_service.types import Query
+from router_service.routing.embedding import HashingEmbedder
+from router_service.routing.strategies.base import get_strategy, known_strategies
+from router_service.domain import Query
 from tests.unit.test_strategies import TOPICS, held_out, make_experts, make_table
 
 _FITTED: dict[str, object] = {}

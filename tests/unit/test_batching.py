@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router_service.batching import count_loads, group_by_expert, order_groups
+from router_service.serving.batch import count_loads, group_by_expert, order_groups
 from router_service.experts.fake import OffloadableFakeExpert
-from router_service.residency import ResidencyManager
-from router_service.types import ExpertRequest, GenerationParams, Message
+from router_service.serving.residency import ResidencyManager
+from router_service.domain import ExpertRequest, GenerationParams, Message
 
 from .helpers import make_client, make_service
 

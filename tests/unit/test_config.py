@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from router_service.app_config import load_serve_config
-from router_service.config import parse_service_config
+from deployments.serve_config import load_serve_config
+from router_service.config.service import parse_service_config
 from router_service.errors import ConfigError
 
 from .helpers import config_dict
@@ -101,7 +101,7 @@ def test_default_costs_are_proportional_to_parameter_count():
 def test_default_router_is_fitted_for_exactly_the_served_experts_at_their_prices():
     import yaml
 
-    from router_service.app_config import parse_router_app_config
+    from router_service.config.apps import parse_router_app_config
 
     apps = {a["name"]: a for a in yaml.safe_load((REPO / "deployments" / "coe.yaml").read_text())["applications"]}
     router = parse_router_app_config(apps["coe"]["args"])
@@ -125,7 +125,7 @@ def test_fit_section_must_match_the_expert_applications():
     """A router fitted for a model or price the expert application does not serve fails the config check."""
     import yaml
 
-    from router_service.app_config import service_config_from_serve_config
+    from deployments.serve_config import service_config_from_serve_config
 
     data = yaml.safe_load((REPO / "deployments" / "coe.yaml").read_text())
     router_args = next(a for a in data["applications"] if a["name"] == "coe")["args"]

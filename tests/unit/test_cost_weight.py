@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router_service.embedding import HashingEmbedder
-from router_service.strategies.base import get_strategy
-from router_service.types import ExpertCard, Query
+from router_service.routing.embedding import HashingEmbedder
+from router_service.routing.strategies.base import get_strategy
+from router_service.domain import ExpertCard, Query
 from tests.unit.test_strategies import fitted, held_out, make_experts
 
 SHARED = Path(os.environ.get("COE_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared"))
@@ -30,7 +30,7 @@ TOLERANCE = 0.01
 def arc_split():
     if not ARC.is_file():
         pytest.skip(f"shared routing table not found at {ARC}")
-    from router_service.table_io import load_tables
+    from router_service.data.loaders import load_tables
 
     table = load_tables([ARC])
     order = np.random.default_rng(0).permutation(len(table))

@@ -8,7 +8,7 @@ import pytest
 
 import deployments.discovery as discovery
 from deployments.discovery import ExpertApp, ExpertDiscovery
-from router_service.config import ExpertConfig
+from router_service.config.service import ExpertConfig
 
 from .helpers import config_dict
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eval import metrics
-from router_service.table import RoutingTable
+from router_service.data.table import RoutingTable
 
 NAN = float("nan")
 

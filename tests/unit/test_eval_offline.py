@@ -15,11 +15,11 @@ import pytest
 from eval import offline
 from eval.__main__ import main
 from eval.embed_cache import CachedEmbedder
-from router_service.embedding import HashingEmbedder
-from router_service.strategies import base as strategy_base
-from router_service.strategies.base import RoutingStrategy, strategy_class
-from router_service.table import RoutingTable
-from router_service.types import ExpertCard, Query
+from router_service.routing.embedding import HashingEmbedder
+from router_service.routing.strategies import base as strategy_base
+from router_service.routing.strategies.base import RoutingStrategy, strategy_class
+from router_service.data.table import RoutingTable
+from router_service.domain import ExpertCard, Query
 
 ROUTING_DIR = Path(os.environ.get("COE_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")) \
     / "data" / "routing"

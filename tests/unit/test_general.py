@@ -1,6 +1,6 @@
 """The general question bank: what the real generalist answers and the specialists cannot."""
 
-from router_service.answers import is_correct
+from router_service.routing.grading import is_correct
 from zoo import general
 
 

@@ -6,12 +6,12 @@ import logging
 import httpx
 import pytest
 
-from router_service.assembly import build_service
-from router_service.config import parse_service_config
-from router_service.embedding import HashingEmbedder
+from router_service.serving.assembly import build_service
+from router_service.config.service import parse_service_config
+from router_service.routing.embedding import HashingEmbedder
 from router_service.experts.fake import FakeExpertBackend
-from router_service.http import create_app
-from router_service.metrics import RecordingMetrics
+from router_service.api.app import create_app
+from router_service.serving.metrics import RecordingMetrics
 
 from .helpers import assert_openai_error, config_dict
 
@@ -87,7 +87,7 @@ async def test_metrics_hooks_record_requests_fallbacks_and_errors():
 
 
 def test_open_paths_are_found_under_a_route_prefix():
-    from router_service.guards import app_path
+    from router_service.api.guards import app_path
 
     assert app_path({"path": "/coe/health", "root_path": "/coe"}) == "/health"
     assert app_path({"path": "/health", "root_path": ""}) == "/health"

@@ -5,10 +5,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from router_service.embedding import HashingEmbedder
-from router_service.embedding_batcher import EmbeddingCache, MicroBatchingEmbedder
-from router_service.strategies.base import RoutingStrategy
-from router_service.types import Query
+from router_service.routing.embedding import HashingEmbedder
+from router_service.routing.embedding_batcher import EmbeddingCache, MicroBatchingEmbedder
+from router_service.routing.strategies.base import RoutingStrategy
+from router_service.domain import Query
 
 from .helpers import make_service
 
@@ -53,7 +53,7 @@ async def test_concurrent_decisions_equal_routing_alone():
     alone = [strategy.route(Query(p, top_k=1), service.cards) for p in PROMPTS]
     embedder.calls.clear()
 
-    from router_service.schema import ChatCompletionRequest
+    from router_service.api.schema import ChatCompletionRequest
     requests = [ChatCompletionRequest(model="coe", messages=[{"role": "user", "content": p}]) for p in PROMPTS]
     plans = await asyncio.gather(*(service._plan(r) for r in requests))
     assert [p.decision.expert_ids for p in plans] == [d.expert_ids for d in alone]

@@ -9,8 +9,8 @@ import json
 import openai
 import pytest
 
-from router_service.schema import ChatCompletionRequest
-from router_service.types import GenerationParams
+from router_service.api.schema import ChatCompletionRequest
+from router_service.domain import GenerationParams
 
 from .helpers import assert_openai_error, make_client, make_service
 

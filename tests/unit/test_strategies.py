@@ -8,15 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router_service.embedding import HashingEmbedder
+from router_service.routing.embedding import HashingEmbedder
 from router_service.errors import InvalidRequestError, NotFittedError
-from router_service.strategies.base import get_strategy
-from router_service.strategies.baselines import BestSingleStrategy, RandomStrategy
-from router_service.strategies.category import CategoryStrategy, choose_k
-from router_service.strategies.cost_aware import CostAwareStrategy
-from router_service.strategies.skill import EmbeddingSkillAnnotator, LLMSkillAnnotator, SkillStrategy
-from router_service.table import RoutingTable
-from router_service.types import ExpertCard, Query
+from router_service.routing.strategies.base import get_strategy
+from router_service.routing.strategies.baselines import BestSingleStrategy, RandomStrategy
+from router_service.routing.strategies.category import CategoryStrategy, choose_k
+from router_service.routing.strategies.cost_aware import CostAwareStrategy
+from router_service.routing.strategies.skill import EmbeddingSkillAnnotator, LLMSkillAnnotator, SkillStrategy
+from router_service.data.table import RoutingTable
+from router_service.domain import ExpertCard, Query
 
 MODELS = ["math-x", "code-x", "general", "premium"]
 PRICES = {"math-x": 1.0, "code-x": 1.0, "general": 2.0, "premium": 10.0}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from router_service.artifact import load_artifact, save_artifact
-from router_service.embedding import HashingEmbedder
+from router_service.routing.artifact import load_artifact, save_artifact
+from router_service.routing.embedding import HashingEmbedder
 from router_service.errors import NotFittedError
-from router_service.strategies.base import RoutingStrategy, get_strategy, known_strategies, strategy_class
-from router_service.types import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy, get_strategy, known_strategies, strategy_class
+from router_service.domain import ExpertCard, Query
 from tests.unit.test_strategies import held_out, make_experts, make_table
 
 STRATEGIES = known_strategies()

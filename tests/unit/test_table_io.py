@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router_service.table_io import (
+from router_service.data.loaders import (
     DEFAULT_OUTPUT_TOKENS,
     TableFormatError,
     category_from_stem,

@@ -299,7 +299,7 @@ def test_gate_failure_stops_the_expert_application_at_start_up(tmp_path, monkeyp
     """The same failure through the expert application's start-up path: a ConfigError naming field and expert."""
     import zoo.build
     from deployments.app import prepare_expert
-    from router_service.config import ExpertConfig
+    from router_service.config.service import ExpertConfig
     from router_service.errors import ConfigError
 
     hopeless = ExpertSpec(**{**MICRO.__dict__, "gate": 0.95, "extension_steps": 1, "max_steps": 4})

@@ -42,7 +42,7 @@ def built(tmp_path) -> dict[str, Path]:
 
 
 def _embedder():
-    from router_service.embedding import make_embedder
+    from router_service.routing.embedding import make_embedder
 
     return make_embedder("hashing-256")
 
@@ -69,7 +69,7 @@ def test_artifacts_are_fitted_on_the_measured_table(built, tmp_path):
     assert digest == table_hash(quality_rows(built), PRICES)
     rows = json.loads((out / TABLE_FILE).read_text())
     assert rows == quality_rows(built)
-    from router_service.artifact import load_artifact
+    from router_service.routing.artifact import load_artifact
 
     category = load_artifact(paths["category"], _embedder())
     # What the table measured, not what anyone assumed: each skill goes to the expert that solves it.

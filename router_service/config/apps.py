@@ -9,21 +9,16 @@ composes a `ServiceConfig` from its own settings and their configs (`compose_ser
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Sequence
 
 from pydantic import Field, ValidationError
 
-from router_service.config import (AggregationConfig, ExpertConfig, RouterConfig, RouterDeploymentConfig,
+from router_service.config.service import (AggregationConfig, ExpertConfig, RouterConfig, RouterDeploymentConfig,
                                    RouterFitConfig, ServerConfig, ServiceConfig, _Strict,
                                    format_validation_error, parse_service_config)
 from router_service.errors import ConfigError
 
 log = logging.getLogger("coe.config")
-
-ROUTER_APP_BUILDER = "build_router_app"
-EXPERT_APP_BUILDER = "build_expert_app"
-
 
 class DiscoveryConfig(_Strict):
     app_prefix: str = Field(default="", description="Only applications whose name starts with this hold experts "
@@ -50,10 +45,10 @@ def parse_router_app_config(args: dict[str, Any] | RouterAppConfig) -> RouterApp
         return args
     if isinstance(args, dict) and "experts" in args:
         raise ConfigError("Invalid router application args: experts: not allowed here; each expert is its own "
-                          "application (import_path: deployments.app:build_expert_app)")
+                          "application")
     if isinstance(args, dict) and "residency" in args:
         raise ConfigError("Invalid router application args: residency: needs every expert in one application "
-                          "(import_path: deployments.app:build_app, see deployments/coe-residency.yaml)")
+                          "(the one-application form)")
     try:
         return RouterAppConfig.model_validate(args or {})
     except ValidationError as exc:
@@ -112,44 +107,6 @@ def compose_service_config(app: RouterAppConfig, experts: Sequence[ExpertConfig]
     return parse_service_config(data, skip_path_checks=not strict), dangling
 
 
-def _builder_name(app: dict[str, Any]) -> str:
-    return str(app.get("import_path", "")).rsplit(":", 1)[-1]
-
-
-def service_config_from_serve_config(data: dict[str, Any], source: str = "config") -> ServiceConfig:
-    """The ServiceConfig a Serve config (coe.yaml) deploys, validated across all its applications."""
-    apps = (data or {}).get("applications") or []
-    routers = [(i, a) for i, a in enumerate(apps) if _builder_name(a) == ROUTER_APP_BUILDER]
-    if not routers:
-        for app in apps:
-            if _builder_name(app) == "build_app":
-                return parse_service_config(app.get("args") or {})
-        raise ConfigError(f"{source}: no CoE application (deployments.app:build_app or build_router_app) found")
-    index, router_app = routers[0]
-
-    def at(i: int, exc: ConfigError) -> ConfigError:
-        body = exc.message.split("\n", 1)[-1] if "\n" in exc.message else "  " + exc.message
-        return ConfigError(f"{source}: applications[{i}] ({apps[i].get('name')}).args:\n{body}")
-
-    try:
-        app_config = parse_router_app_config(router_app.get("args") or {})
-    except ConfigError as exc:
-        raise at(index, exc) from None
-    experts = []
-    for i, app in enumerate(apps):
-        if _builder_name(app) == EXPERT_APP_BUILDER:
-            try:
-                experts.append(parse_expert_app_config(app.get("args") or {}))
-            except ConfigError as exc:
-                raise at(i, exc) from None
-    try:
-        config, _ = compose_service_config(app_config, experts, strict=True)
-        check_fit_matches_experts(app_config, experts)
-    except ConfigError as exc:
-        raise at(index, exc) from None
-    return config
-
-
 def check_fit_matches_experts(app: RouterAppConfig, experts: Sequence[ExpertConfig]) -> None:
     """The router's `fit.experts` must place and price each expert as its own application does: the
     routers are fitted on what that model measured, at that price."""
@@ -164,30 +121,3 @@ def check_fit_matches_experts(app: RouterAppConfig, experts: Sequence[ExpertConf
             if getattr(source, field) != getattr(expert, field):
                 raise ConfigError(f"  fit.experts.{expert_id}.{field}: {getattr(source, field)!r} differs from the "
                                   f"expert application's {field} {getattr(expert, field)!r}")
-
-
-def load_serve_config(path: str | Path) -> ServiceConfig:
-    """Read a Ray Serve config file (coe.yaml) and validate what it deploys, across applications."""
-    import yaml
-
-    return service_config_from_serve_config(yaml.safe_load(Path(path).read_text()), str(path))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m router_service.app_config deployments/coe.yaml`: check a Serve config before deploying it."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("config", help="Ray Serve config file, e.g. deployments/coe.yaml")
-    path = parser.parse_args(argv).config
-    try:
-        config = load_serve_config(path)
-    except ConfigError as exc:
-        print(exc.message)
-        return 1
-    print(f"{path}: ok — experts {', '.join(config.expert_ids)}; strategy {config.router.strategy}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

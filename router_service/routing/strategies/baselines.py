@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from router_service.strategies.base import RoutingStrategy
-from router_service.types import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy
+from router_service.domain import ExpertCard, Query
 
 if TYPE_CHECKING:
-    from router_service.table import RoutingTable
+    from router_service.data.table import RoutingTable
 
 # Scores within this of each other count as tied, so float noise in means does not beat a cost difference.
 TIE_TOL = 1e-9

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from router_service.strategies.base import RoutingStrategy
-from router_service.strategies.baselines import mean_cost, mean_quality, one_thread, rank_models, tiebroken_scores
-from router_service.types import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy
+from router_service.routing.strategies.baselines import mean_cost, mean_quality, one_thread, rank_models, tiebroken_scores
+from router_service.domain import ExpertCard, Query
 
 if TYPE_CHECKING:
-    from router_service.table import RoutingTable
+    from router_service.data.table import RoutingTable
 
 # The mapped expert scores 1.0; the others get their quality squeezed below it, so the ranking past
 # the first (the next-best fallback when the mapped expert is absent) follows quality.

@@ -1,4 +1,4 @@
-"""Fitted-router artifacts: one joblib file written by `python -m router_service.fit`, read at start-up.
+"""Fitted-router artifacts: one joblib file written by `python -m router_service.cli.fit`, read at start-up.
 
 The file holds a dict: a format tag and version, the strategy name and class, the expert ids it was
 fitted for, the embedder name, library versions, and the fitted strategy object itself with its
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from router_service.errors import ConfigError
-from router_service.strategies.base import RoutingStrategy
+from router_service.routing.strategies.base import RoutingStrategy
 
 ARTIFACT_FORMAT = "coe-router-artifact"
 FORMAT_VERSION = 1
@@ -82,7 +82,7 @@ def _read_payload(path: str | os.PathLike) -> dict[str, Any]:
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"router artifact '{source}' does not exist; build it with "
-                          f"`python -m router_service.fit ... --out {source}`", code="artifact_missing")
+                          f"`python -m router_service.cli.fit ... --out {source}`", code="artifact_missing")
     import joblib
 
     try:
@@ -95,7 +95,7 @@ def _read_payload(path: str | os.PathLike) -> dict[str, Any]:
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise ConfigError(f"router artifact '{source}' has format version {version!r}; this router reads "
-                          f"version {FORMAT_VERSION}: refit it with `python -m router_service.fit`",
+                          f"version {FORMAT_VERSION}: refit it with `python -m router_service.cli.fit`",
                           code="artifact_version")
     if not isinstance(payload.get("state"), RoutingStrategy):
         raise ConfigError(f"router artifact '{source}' holds no routing strategy", code="artifact_corrupt")
@@ -125,7 +125,7 @@ def load_artifact(path: str | os.PathLike, embedder: Any = None, *, strategy: st
             if recorded is None:
                 raise ConfigError(f"router artifact '{path}' records no embedder; pass one to load_artifact",
                                   code="artifact_embedder")
-            from router_service.embedding import make_embedder
+            from router_service.routing.embedding import make_embedder
 
             embedder = make_embedder(recorded)
         elif recorded is not None and getattr(embedder, "name", recorded) != recorded:

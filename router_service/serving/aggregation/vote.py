@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Mapping, Sequence
 
-from router_service.aggregation.base import AggregationResult, Aggregator
-from router_service.answers import canonical_answer
-from router_service.types import ExpertReply, ExpertRequest
+from router_service.serving.aggregation.base import AggregationResult, Aggregator
+from router_service.routing.grading import canonical_answer
+from router_service.domain import ExpertReply, ExpertRequest
 
 
 class VoteAggregator(Aggregator):

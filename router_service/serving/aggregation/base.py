@@ -6,10 +6,10 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Sequence
 
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest
+from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
 
 if TYPE_CHECKING:
-    from router_service.config import AggregationConfig
+    from router_service.config.service import AggregationConfig
     from router_service.experts.base import ExpertBackend
 
 
@@ -47,10 +47,10 @@ class Aggregator(abc.ABC):
 def make_aggregator(config: "AggregationConfig", backends: Mapping[str, "ExpertBackend"],
                     timeout_s: float) -> Aggregator:
     if config.method == "vote":
-        from router_service.aggregation.vote import VoteAggregator
+        from router_service.serving.aggregation.vote import VoteAggregator
 
         return VoteAggregator()
-    from router_service.aggregation.synthesize import SynthesizeAggregator
+    from router_service.serving.aggregation.synthesize import SynthesizeAggregator
 
     assert config.aggregator is not None  # enforced by config validation
     return SynthesizeAggregator(config.aggregator, backends[config.aggregator], config.template,

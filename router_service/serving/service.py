@@ -16,10 +16,10 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 
 from pydantic import ValidationError
 
-from router_service import responses
-from router_service.aggregation import make_aggregator
-from router_service.batching import group_by_expert, order_groups
-from router_service.config import ROUTED_MODEL_NAME, ServiceConfig
+from router_service.api import shaping as responses
+from router_service.serving.aggregation import make_aggregator
+from router_service.serving.batch import group_by_expert, order_groups
+from router_service.config.service import ROUTED_MODEL_NAME, ServiceConfig
 from router_service.errors import (
     CoEError,
     ExpertError,
@@ -30,13 +30,13 @@ from router_service.errors import (
     to_error_response,
 )
 from router_service.experts.base import ExpertBackend
-from router_service.embedding_batcher import MicroBatchingEmbedder
-from router_service.fanout import fan_out
-from router_service.metrics import Metrics, NullMetrics
-from router_service.residency import ResidencyManager
-from router_service.schema import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList, new_completion_id
-from router_service.strategies.base import RoutingStrategy
-from router_service.types import (
+from router_service.routing.embedding_batcher import MicroBatchingEmbedder
+from router_service.serving.fanout import fan_out
+from router_service.serving.metrics import Metrics, NullMetrics
+from router_service.serving.residency import ResidencyManager
+from router_service.api.schema import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList, new_completion_id
+from router_service.routing.strategies.base import RoutingStrategy
+from router_service.domain import (
     ExpertCard,
     ExpertChoice,
     ExpertDelta,

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from router_service.embedding import Embedder
+from router_service.routing.embedding import Embedder
 
 
 class EmbeddingCache:

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from router_service.strategies.base import RoutingStrategy
-from router_service.strategies.baselines import card_prices, mean_cost, one_thread
-from router_service.types import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy
+from router_service.routing.strategies.baselines import card_prices, mean_cost, one_thread
+from router_service.domain import ExpertCard, Query
 
 if TYPE_CHECKING:
-    from router_service.table import RoutingTable
+    from router_service.data.table import RoutingTable
 
 ESTIMATORS = ("auto", "knn", "linear")
 

@@ -1,4 +1,4 @@
-from router_service.strategies.base import (
+from router_service.routing.strategies.base import (
     RoutingStrategy,
     get_strategy,
     known_strategies,

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from router_service.table import RoutingTable
+from router_service.data.table import RoutingTable
 
 __all__ = [
     "TableFormatError",

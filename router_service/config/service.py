@@ -95,7 +95,7 @@ class KeywordRule(_Strict):
 
 class RouterConfig(_Strict):
     strategy: str = Field(default="keyword", description="category, skill, cost_aware (need `artifact`), keyword, fixed, random.")
-    artifact: str | None = Field(default=None, description="Fitted router file from `python -m router_service.fit`.")
+    artifact: str | None = Field(default=None, description="Fitted router file from `python -m router_service.cli.fit`.")
     extra_artifacts: list[str] = Field(default_factory=list,
                                        description="More fitted strategies clients may pick per request.")
     default_expert: str | None = Field(default=None, description="Generalist used when the router is unsure.")
@@ -116,7 +116,7 @@ class RouterConfig(_Strict):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        from router_service.strategies.base import known_strategies
+        from router_service.routing.strategies.base import known_strategies
 
         if value not in known_strategies():
             raise ValueError(f"unknown strategy '{value}'; known: {', '.join(known_strategies())}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
 from router_service.errors import CoEError
-from router_service.types import ExpertReply
+from router_service.domain import ExpertReply
 
 
 @dataclass

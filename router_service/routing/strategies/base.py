@@ -15,21 +15,21 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from router_service.errors import InvalidRequestError, NotFittedError
-from router_service.types import ExpertCard, Query, RoutingDecision
+from router_service.domain import ExpertCard, Query, RoutingDecision
 
 if TYPE_CHECKING:
-    from router_service.embedding import Embedder
-    from router_service.table import RoutingTable
+    from router_service.routing.embedding import Embedder
+    from router_service.data.table import RoutingTable
 
 # Names to "module:Class". Adding a strategy is one line here, never an if/elif factory.
 _REGISTRY: dict[str, str] = {
-    "fixed": "router_service.strategies.rules:FixedStrategy",
-    "keyword": "router_service.strategies.rules:KeywordStrategy",
-    "random": "router_service.strategies.baselines:RandomStrategy",
-    "best_single": "router_service.strategies.baselines:BestSingleStrategy",
-    "category": "router_service.strategies.category:CategoryStrategy",
-    "skill": "router_service.strategies.skill:SkillStrategy",
-    "cost_aware": "router_service.strategies.cost_aware:CostAwareStrategy",
+    "fixed": "router_service.routing.strategies.rules:FixedStrategy",
+    "keyword": "router_service.routing.strategies.rules:KeywordStrategy",
+    "random": "router_service.routing.strategies.baselines:RandomStrategy",
+    "best_single": "router_service.routing.strategies.baselines:BestSingleStrategy",
+    "category": "router_service.routing.strategies.category:CategoryStrategy",
+    "skill": "router_service.routing.strategies.skill:SkillStrategy",
+    "cost_aware": "router_service.routing.strategies.cost_aware:CostAwareStrategy",
 }
 
 

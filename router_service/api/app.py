@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router_service import __version__
-from router_service.config import ServerConfig
+from router_service.config.service import ServerConfig
 from router_service.errors import (
     CoEError,
     InvalidRequestError,
@@ -25,10 +25,10 @@ from router_service.errors import (
     to_error_response,
     validation_error_to_coe,
 )
-from router_service.guards import ApiKeyAuth, BodySizeLimit, ConcurrencyLimit
-from router_service.metrics import Metrics, NullMetrics
-from router_service.schema import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse, ModelList
-from router_service.service import RouterService
+from router_service.api.guards import ApiKeyAuth, BodySizeLimit, ConcurrencyLimit
+from router_service.serving.metrics import Metrics, NullMetrics
+from router_service.api.schema import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse, ModelList
+from router_service.serving.service import RouterService
 
 log = logging.getLogger("coe.http")
 EXPERTS_HEADER = "x-coe-experts"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, AsyncIterator, Sequence
 
-from router_service.schema import (
+from router_service.api.schema import (
     AssistantMessage,
     ChatCompletionChunk,
     ChatCompletionResponse,
@@ -17,7 +17,7 @@ from router_service.schema import (
     TopLogprobOut,
     Usage,
 )
-from router_service.types import ExpertCard, ExpertChoice, ExpertDelta, RoutingDecision, TokenLogprob
+from router_service.domain import ExpertCard, ExpertChoice, ExpertDelta, RoutingDecision, TokenLogprob
 
 
 def routing_info(decision: RoutingDecision | None, experts: Sequence[str], cost: float | None = None,

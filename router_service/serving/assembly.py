@@ -10,14 +10,14 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from router_service.config import RouterConfig, ServiceConfig
-from router_service.embedding import Embedder, make_embedder
+from router_service.config.service import RouterConfig, ServiceConfig
+from router_service.routing.embedding import Embedder, make_embedder
 from router_service.errors import ConfigError
 from router_service.experts.base import ExpertBackend
-from router_service.metrics import Metrics
-from router_service.service import RouterService
-from router_service.strategies.base import RoutingStrategy, strategy_class
-from router_service.strategies.rules import FixedStrategy, KeywordStrategy
+from router_service.serving.metrics import Metrics
+from router_service.serving.service import RouterService
+from router_service.routing.strategies.base import RoutingStrategy, strategy_class
+from router_service.routing.strategies.rules import FixedStrategy, KeywordStrategy
 
 log = logging.getLogger("coe.router")
 
@@ -52,10 +52,10 @@ def _artifact_fields(router: RouterConfig) -> list[tuple[str, str]]:
 
 
 def _load_artifact(path: str, field: str) -> RoutingStrategy:
-    from router_service.artifact import load_artifact
+    from router_service.routing.artifact import load_artifact
 
     if not Path(path).exists():
-        raise ConfigError(f"{field}: file '{path}' does not exist (fit one with `python -m router_service.fit`)")
+        raise ConfigError(f"{field}: file '{path}' does not exist (fit one with `python -m router_service.cli.fit`)")
     try:
         return load_artifact(path)
     except ConfigError as exc:
@@ -67,7 +67,7 @@ def _check_strategy_names(router: RouterConfig, fitted: list[str]) -> None:
         raise ConfigError(f"router.strategy: '{router.strategy}' but router.artifact holds '{fitted[0]}'")
     if router.strategy not in fitted and strategy_class(router.strategy).learned:
         raise ConfigError(f"router.artifact: strategy '{router.strategy}' is learned and needs a fitted "
-                          "artifact (python -m router_service.fit)")
+                          "artifact (python -m router_service.cli.fit)")
 
 
 def check_artifacts(router: RouterConfig) -> None:
@@ -78,7 +78,7 @@ def check_artifacts(router: RouterConfig) -> None:
 
 def load_strategy_artifact(path: str, config: ServiceConfig, embedder_for: Callable[[str], Embedder],
                            field: str = "router.artifact") -> RoutingStrategy:
-    from router_service.artifact import expert_mismatch
+    from router_service.routing.artifact import expert_mismatch
 
     strategy = _load_artifact(path, field)
     if strategy.embedder is not None:

@@ -6,9 +6,9 @@ import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, AsyncIterator, Mapping, Sequence
 
-from router_service.aggregation.base import AggregationResult, Aggregator
+from router_service.serving.aggregation.base import AggregationResult, Aggregator
 from router_service.errors import ExpertTimeoutError
-from router_service.types import ExpertDelta, ExpertReply, ExpertRequest, Message
+from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest, Message
 
 if TYPE_CHECKING:
     from router_service.experts.base import ExpertBackend

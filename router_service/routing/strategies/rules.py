@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
-from router_service.strategies.base import RoutingStrategy
-from router_service.types import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy
+from router_service.domain import ExpertCard, Query
 
 
 class FixedStrategy(RoutingStrategy):

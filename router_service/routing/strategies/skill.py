@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from router_service.strategies.base import RoutingStrategy
-from router_service.strategies.baselines import mean_quality
-from router_service.types import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy
+from router_service.routing.strategies.baselines import mean_quality
+from router_service.domain import ExpertCard, Query
 
 if TYPE_CHECKING:
-    from router_service.embedding import Embedder
-    from router_service.table import RoutingTable
+    from router_service.routing.embedding import Embedder
+    from router_service.data.table import RoutingTable
 
 # Broad academic and practical skills; written once from general knowledge of LLM benchmarks' subject
 # areas, not from any routing table, so it does not encode the training data.
