@@ -10,6 +10,7 @@ two modes one after the other on the same machine and compare; nothing here asse
 import os
 import sys
 import time
+from typing import Any, cast
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -21,8 +22,14 @@ if __name__ == "__main__":  # vLLM spawns worker processes
     llm = LLM(model=model, dtype="float32", max_model_len=max_len, max_num_seqs=16, enforce_eager=eager)
     start_s = time.time() - started
     started = time.time()
-    outs = llm.chat([[{"role": "user", "content": p}] for p in ["What is 37+45?", "What is the capital of France?"] * 8],
-                    SamplingParams(temperature=0, max_tokens=32), use_tqdm=False)
+    outs = llm.chat(
+        cast(Any, [[{"role": "user", "content": p}] for p in ["What is 37+45?", "What is the capital of France?"] * 8]),
+        SamplingParams(temperature=0, max_tokens=32),
+        use_tqdm=False,
+    )
     gen_s = time.time() - started
-    print(f"RESULT {model} eager={eager} start={start_s:.1f}s generate16x32={gen_s:.2f}s :: "
-          f"{outs[0].outputs[0].text!r} {outs[1].outputs[0].text!r}", flush=True)
+    print(
+        f"RESULT {model} eager={eager} start={start_s:.1f}s generate16x32={gen_s:.2f}s :: "
+        f"{outs[0].outputs[0].text!r} {outs[1].outputs[0].text!r}",
+        flush=True,
+    )

@@ -26,8 +26,8 @@ def resample(table, n: int, seed: int = 0):
 
 
 def time_strategy(name: str, train, test_prompts, embedder, vectors_train, vectors_test) -> dict:
-    from router_service.routing.strategies.base import get_strategy
     from router_service.domain import ExpertCard, Query
+    from router_service.routing.strategies.base import get_strategy
 
     strategy = get_strategy(name).set_embedder(embedder)
     started = time.perf_counter()
@@ -44,8 +44,8 @@ def time_strategy(name: str, train, test_prompts, embedder, vectors_train, vecto
 
 def main() -> None:
     from eval.embed_cache import CachedEmbedder
-    from router_service.routing.embedding import make_embedder
     from router_service.data.loaders import load_tables
+    from router_service.routing.embedding import make_embedder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--strategies", default="category,skill,cost_aware")
@@ -64,22 +64,39 @@ def main() -> None:
         test = resample(model7, args.route_prompts, seed=1)
         vt, vq = embedder.encode(train.prompts), embedder.encode(test.prompts)
         for name in names:
-            rows.append({"axis": "prompts", "prompts": size, "experts": len(train.models), "strategy": name,
-                         **time_strategy(name, train, test.prompts, embedder, vt, vq)})
+            rows.append(
+                {
+                    "axis": "prompts",
+                    "prompts": size,
+                    "experts": len(train.models),
+                    "strategy": name,
+                    **time_strategy(name, train, test.prompts, embedder, vt, vq),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     vt_all = embedder.encode(bench.prompts)
     for n_experts in (3, 7, 11):
         train = bench.select_models(bench.models[:n_experts])
         test_idx = np.random.default_rng(2).choice(len(bench), size=args.route_prompts)
         for name in names:
-            rows.append({"axis": "experts", "prompts": len(train), "experts": n_experts, "strategy": name,
-                         **time_strategy(name, train, [bench.prompts[i] for i in test_idx], embedder, vt_all,
-                                         vt_all[test_idx])})
+            rows.append(
+                {
+                    "axis": "experts",
+                    "prompts": len(train),
+                    "experts": n_experts,
+                    "strategy": name,
+                    **time_strategy(
+                        name, train, [bench.prompts[i] for i in test_idx], embedder, vt_all, vt_all[test_idx]
+                    ),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     print("\n| axis | prompts | experts | strategy | fit s | route ms/prompt |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['axis']} | {r['prompts']} | {r['experts']} | {r['strategy']} | {r['fit_s']} | "
-              f"{r['route_ms_per_prompt']} |")
+        print(
+            f"| {r['axis']} | {r['prompts']} | {r['experts']} | {r['strategy']} | {r['fit_s']} | "
+            f"{r['route_ms_per_prompt']} |"
+        )
 
 
 if __name__ == "__main__":

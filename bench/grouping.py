@@ -17,6 +17,7 @@ import asyncio
 import json
 import random
 import time
+from typing import Any
 
 import httpx
 
@@ -29,30 +30,37 @@ def mixed_assignments(n: int, experts: list[str], seed: int) -> list[str]:
 
 
 async def fake_mode(args) -> dict:
-    from router_service.serving.batch import count_loads
     from router_service.config.service import parse_service_config
     from router_service.experts.fake import OffloadableFakeExpert
-    from router_service.serving.service import RouterService
     from router_service.routing.strategies.rules import FixedStrategy
+    from router_service.serving.batch import count_loads
+    from router_service.serving.service import RouterService
 
     experts = [f"e{i}" for i in range(args.experts)]
-    config = parse_service_config({
-        "experts": [{"id": e, "model": f"org/{e}"} for e in experts],
-        "router": {"strategy": "fixed", "default_expert": experts[0]},
-        "residency": {"max_resident_experts": args.budget, "load_window_s": 0.0}})
+    config = parse_service_config(
+        {
+            "experts": [{"id": e, "model": f"org/{e}"} for e in experts],
+            "router": {"strategy": "fixed", "default_expert": experts[0]},
+            "residency": {"max_resident_experts": args.budget, "load_window_s": 0.0},
+        }
+    )
     assignments = mixed_assignments(args.requests, experts, args.seed)
-    requests = [{"model": e, "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4}
-                for i, e in enumerate(assignments)]
-    results = {}
+    requests = [
+        {"model": e, "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4}
+        for i, e in enumerate(assignments)
+    ]
+    results: dict[str, Any] = {}
     for mode in ("grouped", "naive"):
-        backends = {e: OffloadableFakeExpert(e, loaded=i < args.budget, load_delay_s=args.load_s)
-                    for i, e in enumerate(experts)}
+        backends = {
+            e: OffloadableFakeExpert(e, loaded=i < args.budget, load_delay_s=args.load_s) for i, e in enumerate(experts)
+        }
         service = RouterService(config, backends, {"fixed": FixedStrategy(expert=experts[0])})
         started = time.perf_counter()
         if mode == "grouped":
             await service.batch(requests)
         else:
             from router_service.api.schema import ChatCompletionRequest
+
             for r in requests:
                 await service.chat(ChatCompletionRequest.model_validate(r))
         results[mode] = {"loads": service.residency.stats.loads, "seconds": round(time.perf_counter() - started, 3)}
@@ -65,25 +73,33 @@ def endpoint_mode(args) -> dict:
     base = args.endpoint.rstrip("/")
     models = [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"] if m["id"] != "coe"]
     assignments = mixed_assignments(args.requests, models, args.seed)
-    requests = [{"model": e, "messages": [{"role": "user", "content": f"What is {i}+{i}?"}], "max_tokens": 8}
-                for i, e in enumerate(assignments)]
+    requests = [
+        {"model": e, "messages": [{"role": "user", "content": f"What is {i}+{i}?"}], "max_tokens": 8}
+        for i, e in enumerate(assignments)
+    ]
 
     def loads() -> int:
         return httpx.get(f"{base}/health", timeout=60).json().get("residency", {}).get("loads", 0)
 
-    results = {}
+    results: dict[str, Any] = {}
     with httpx.Client(timeout=3600) as client:
         before = loads()
         started = time.perf_counter()
         batch = client.post(f"{base}/v1/batch", json={"requests": requests}).json()
-        results["grouped"] = {"loads": loads() - before, "seconds": round(time.perf_counter() - started, 1),
-                              "batch_stats": batch["stats"],
-                              "errors": sum(r["status"] != 200 for r in batch["results"])}
+        results["grouped"] = {
+            "loads": loads() - before,
+            "seconds": round(time.perf_counter() - started, 1),
+            "batch_stats": batch["stats"],
+            "errors": sum(r["status"] != 200 for r in batch["results"]),
+        }
         before = loads()
         started = time.perf_counter()
         errors = sum(client.post(f"{base}/v1/chat/completions", json=r).status_code != 200 for r in requests)
-        results["naive"] = {"loads": loads() - before, "seconds": round(time.perf_counter() - started, 1),
-                            "errors": errors}
+        results["naive"] = {
+            "loads": loads() - before,
+            "seconds": round(time.perf_counter() - started, 1),
+            "errors": errors,
+        }
     results["distinct_experts"] = len(set(assignments))
     return results
 

@@ -16,12 +16,21 @@ from collections import Counter
 import httpx
 import numpy as np
 
-PROMPTS = ["What is 17+25?", "Reverse the word garden", "Convert 3 km to m", "What is the capital of Zorbia?",
-           "What is 9+33?", "Reverse the word planet", "Convert 2 kg to g", "What is 40+2?"]
+PROMPTS = [
+    "What is 17+25?",
+    "Reverse the word garden",
+    "Convert 3 km to m",
+    "What is the capital of Zorbia?",
+    "What is 9+33?",
+    "Reverse the word planet",
+    "Convert 2 kg to g",
+    "What is 40+2?",
+]
 
 
-async def run(endpoint: str, concurrency: int, total: int, duration_s: float, model: str, max_tokens: int,
-              api_key: str | None) -> dict:
+async def run(
+    endpoint: str, concurrency: int, total: int, duration_s: float, model: str, max_tokens: int, api_key: str | None
+) -> dict:
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     deadline = time.monotonic() + duration_s
@@ -50,12 +59,19 @@ async def run(endpoint: str, concurrency: int, total: int, duration_s: float, mo
     wall = time.perf_counter() - started
     lat = np.array(latencies) if latencies else np.array([float("nan")])
     ok = statuses.get("200", 0)
-    return {"requests": sum(statuses.values()), "ok": ok, "rate_limited_429": statuses.get("429", 0),
-            "server_errors_5xx": sum(v for k, v in statuses.items() if k.startswith("5")),
-            "other": {k: v for k, v in statuses.items() if k not in ("200", "429") and not k.startswith("5")},
-            "seconds": round(wall, 2), "throughput_ok_per_s": round(ok / wall, 2),
-            "latency_ms": {"p50": round(float(np.percentile(lat, 50)) * 1000, 1),
-                           "p99": round(float(np.percentile(lat, 99)) * 1000, 1)}}
+    return {
+        "requests": sum(statuses.values()),
+        "ok": ok,
+        "rate_limited_429": statuses.get("429", 0),
+        "server_errors_5xx": sum(v for k, v in statuses.items() if k.startswith("5")),
+        "other": {k: v for k, v in statuses.items() if k not in ("200", "429") and not k.startswith("5")},
+        "seconds": round(wall, 2),
+        "throughput_ok_per_s": round(ok / wall, 2),
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)) * 1000, 1),
+            "p99": round(float(np.percentile(lat, 99)) * 1000, 1),
+        },
+    }
 
 
 def main() -> None:
@@ -70,8 +86,9 @@ def main() -> None:
     args = parser.parse_args()
     endpoint = args.endpoint.rstrip("/")
     for level in args.concurrency:
-        result = asyncio.run(run(endpoint, level, args.requests, args.duration, args.model, args.max_tokens,
-                                 args.api_key))
+        result = asyncio.run(
+            run(endpoint, level, args.requests, args.duration, args.model, args.max_tokens, args.api_key)
+        )
         print(json.dumps({"concurrency": level, **result}))
 
 

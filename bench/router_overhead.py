@@ -19,7 +19,6 @@ import asyncio
 import json
 import statistics
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -28,7 +27,9 @@ LEVELS = (1, 8, 32, 128)
 
 
 def load_prompts(path: str, limit: int) -> list[str]:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    from router_service.data.loaders import read_jsonl
+
+    rows = [row for _, row in read_jsonl(path)]
     prompts = [r.get("prompt") or r["messages"][-1]["content"] for r in rows]
     return (prompts * (limit // max(len(prompts), 1) + 1))[:limit] if prompts else []
 
@@ -50,24 +51,31 @@ def endpoint_latency(endpoint: str, prompts: list[str], max_tokens: int) -> dict
             started = time.perf_counter()
             client.post(f"{base}/v1/chat/completions", json={**body, "model": expert})
             direct.append(time.perf_counter() - started)
-    return {"n": len(prompts),
-            "direct_ms": {"p50": percentile(direct, 50), "p99": percentile(direct, 99)},
-            "routed_ms": {"p50": percentile(routed, 50), "p99": percentile(routed, 99)},
-            "overhead_ms": {"p50": percentile(routed, 50) - percentile(direct, 50),
-                            "p99": percentile(routed, 99) - percentile(direct, 99)}}
+    return {
+        "n": len(prompts),
+        "direct_ms": {"p50": percentile(direct, 50), "p99": percentile(direct, 99)},
+        "routed_ms": {"p50": percentile(routed, 50), "p99": percentile(routed, 99)},
+        "overhead_ms": {
+            "p50": percentile(routed, 50) - percentile(direct, 50),
+            "p99": percentile(routed, 99) - percentile(direct, 99),
+        },
+    }
 
 
 def build_service(artifact: str, cache: bool):
-    from router_service.routing.artifact import load_artifact, read_artifact_info
     from router_service.config.service import parse_service_config
     from router_service.experts.fake import FakeExpertBackend
+    from router_service.routing.artifact import load_artifact, read_artifact_info
     from router_service.serving.service import RouterService
 
     strategy = load_artifact(artifact)
-    experts = strategy.fitted_experts or read_artifact_info(artifact)["experts"]
-    config = parse_service_config({
-        "experts": [{"id": e, "model": f"org/{e}"} for e in experts],
-        "router": {"strategy": strategy.name, "embedding_cache_size": 4096 if cache else 0}})
+    experts = strategy.fitted_experts or read_artifact_info(artifact)["fitted_experts"]
+    config = parse_service_config(
+        {
+            "experts": [{"id": e, "model": f"org/{e}"} for e in experts],
+            "router": {"strategy": strategy.name, "embedding_cache_size": 4096 if cache else 0},
+        }
+    )
     backends = {e: FakeExpertBackend(e) for e in experts}
     return RouterService(config, backends, {strategy.name: strategy}), strategy
 
@@ -75,7 +83,10 @@ def build_service(artifact: str, cache: bool):
 async def decisions_per_second(service, prompts: list[str], concurrency: int) -> float:
     from router_service.api.schema import ChatCompletionRequest
 
-    requests = [ChatCompletionRequest(model="coe", messages=[{"role": "user", "content": p}]) for p in prompts]
+    requests = [
+        ChatCompletionRequest.model_validate({"model": "coe", "messages": [{"role": "user", "content": p}]})
+        for p in prompts
+    ]
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(request):
@@ -90,7 +101,7 @@ async def decisions_per_second(service, prompts: list[str], concurrency: int) ->
 def embedding_times(embedder, prompts: list[str]) -> dict[int, float]:
     out = {}
     for size in LEVELS:
-        batches = [prompts[i:i + size] for i in range(0, min(len(prompts), max(size * 4, 64)), size)]
+        batches = [prompts[i : i + size] for i in range(0, min(len(prompts), max(size * 4, 64)), size)]
         batches = [b for b in batches if len(b) == size] or [prompts[:size]]
         started = time.perf_counter()
         for batch in batches:

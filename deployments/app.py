@@ -8,11 +8,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from router_service.config.apps import RouterAppConfig, parse_expert_app_config, parse_router_app_config
-from router_service.config.service import ExpertConfig, RouterConfig, RouterFitConfig, ServiceConfig, parse_service_config
-from router_service.errors import ConfigError
-
 from deployments.model_files import ensure_model, ensure_quality_record
+from router_service.config.apps import RouterAppConfig, parse_expert_app_config, parse_router_app_config
+from router_service.config.service import (
+    ExpertConfig,
+    RouterConfig,
+    RouterFitConfig,
+    ServiceConfig,
+    parse_service_config,
+)
+from router_service.errors import ConfigError
 
 log = logging.getLogger("coe.app")
 
@@ -42,13 +47,17 @@ def _base_dir(base_dir: Path | None) -> Path:
 
 
 def _resolve_router_paths(router: RouterConfig, base_dir: Path) -> RouterConfig:
-    return router.model_copy(update={
-        "artifact": _resolve_path(router.artifact, base_dir) if router.artifact else None,
-        "extra_artifacts": [_resolve_path(p, base_dir) for p in router.extra_artifacts]})
+    return router.model_copy(
+        update={
+            "artifact": _resolve_path(router.artifact, base_dir) if router.artifact else None,
+            "extra_artifacts": [_resolve_path(p, base_dir) for p in router.extra_artifacts],
+        }
+    )
 
 
-def prepare_config(args: dict[str, Any] | ServiceConfig, base_dir: Path | None = None,
-                   check_engine_args: bool = True) -> ServiceConfig:
+def prepare_config(
+    args: dict[str, Any] | ServiceConfig, base_dir: Path | None = None, check_engine_args: bool = True
+) -> ServiceConfig:
     """Validate, make missing model files, and turn relative paths absolute (replicas may run elsewhere)."""
     config = parse_service_config(args)
     base_dir = _base_dir(base_dir)
@@ -66,8 +75,11 @@ def deployment_name(expert_id: str) -> str:
 def _expert_actor_options(expert) -> dict[str, Any]:
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"} if expert.resources.num_gpus == 0 else {}
     env.update(expert.env)
-    options: dict[str, Any] = {"num_cpus": expert.resources.num_cpus, "num_gpus": expert.resources.num_gpus,
-                               "runtime_env": {"env_vars": env}}
+    options: dict[str, Any] = {
+        "num_cpus": expert.resources.num_cpus,
+        "num_gpus": expert.resources.num_gpus,
+        "runtime_env": {"env_vars": env},
+    }
     if expert.resources.memory_gb:
         options["memory"] = int(expert.resources.memory_gb * 1024**3)
     return options
@@ -80,24 +92,33 @@ def bind_expert(expert: ExpertConfig, expert_deployment, start_loaded: bool = Tr
         max_ongoing_requests=expert.max_ongoing_requests,
         max_queued_requests=expert.max_queued_requests,
         ray_actor_options=_expert_actor_options(expert),
-    ).bind(expert.id, expert.model, dict(expert.engine), start_loaded,
-           describe=expert.model_dump(mode="json"), **extra)
+    ).bind(expert.id, expert.model, dict(expert.engine), start_loaded, describe=expert.model_dump(mode="json"), **extra)
 
 
-def bind_router(init_config: dict[str, Any], router: RouterConfig, rd, handles: dict[str, Any],
-                discovery: dict[str, Any] | None = None):
+def bind_router(
+    init_config: dict[str, Any],
+    router: RouterConfig,
+    rd,
+    handles: dict[str, Any],
+    discovery: dict[str, Any] | None = None,
+):
     from deployments.router import RouterDeployment
 
     # Router settings travel as user_config, not as init args: changing them reconfigures in place.
-    return RouterDeployment.options(
-        name="router", num_replicas=rd.num_replicas, max_ongoing_requests=rd.max_ongoing_requests,
-        max_queued_requests=rd.max_queued_requests, ray_actor_options={"num_cpus": rd.num_cpus},
-        user_config={"router": router.model_dump(mode="json")},
+    return RouterDeployment.options(  # type: ignore[attr-defined]  # added by @serve.deployment
+        name="router",
+        num_replicas=rd.num_replicas,
+        max_ongoing_requests=rd.max_ongoing_requests,
+        max_queued_requests=rd.max_queued_requests,
+        ray_actor_options={"num_cpus": rd.num_cpus},
+        # Only the settings written in the config: defaults must not override a loaded artifact's fitted values.
+        user_config={"router": router.model_dump(mode="json", exclude_unset=True)},
     ).bind(init_config, handles, discovery=discovery)
 
 
-def build_application(config: ServiceConfig, expert_deployment=None,
-                      expert_extra_args: dict[str, dict[str, Any]] | None = None):
+def build_application(
+    config: ServiceConfig, expert_deployment=None, expert_extra_args: dict[str, dict[str, Any]] | None = None
+):
     """Bind one deployment per expert and the router ingress holding a handle to each."""
     if expert_deployment is None:
         from deployments.expert import ExpertDeployment as expert_deployment
@@ -110,8 +131,9 @@ def build_application(config: ServiceConfig, expert_deployment=None,
     for index, expert in enumerate(config.experts):
         # Matches ResidencyManager's initial state: the first `budget` experts in config order start loaded.
         start_loaded = budget is None or index < budget
-        handles[expert.id] = bind_expert(expert, expert_deployment, start_loaded,
-                                         **(expert_extra_args or {}).get(expert.id, {}))
+        handles[expert.id] = bind_expert(
+            expert, expert_deployment, start_loaded, **(expert_extra_args or {}).get(expert.id, {})
+        )
     init_config = config.model_dump(mode="json", exclude={"router"})
     return bind_router(init_config, config.router, config.router_deployment, handles)
 
@@ -132,8 +154,9 @@ def build_app(args: dict[str, Any]):
     return build_application(config)
 
 
-def fit_routers_on_built_experts(fit: RouterFitConfig, router: RouterConfig, base_dir: Path,
-                                 experts: list[ExpertConfig] | None = None) -> None:
+def fit_routers_on_built_experts(
+    fit: RouterFitConfig, router: RouterConfig, base_dir: Path, experts: list[ExpertConfig] | None = None
+) -> None:
     """Build (or wait for) every expert the routers are fitted for, then fit the artifacts on their
     measured quality table (`zoo.routers`: cached, refitted only when the measured table changes)."""
     from router_service.routing.embedding import make_embedder
@@ -154,14 +177,25 @@ def fit_routers_on_built_experts(fit: RouterFitConfig, router: RouterConfig, bas
             except ConfigError as exc:
                 raise ConfigError(f"fit.experts.{expert_id}.build: {exc.message}") from None
         if not Path(model_dirs[expert_id]).is_dir():
-            raise ConfigError(f"fit.experts.{expert_id}.model: no model directory at {model_dirs[expert_id]}; routers "
-                              "are fitted on models measured here, so it must be a local folder")
+            raise ConfigError(
+                f"fit.experts.{expert_id}.model: no model directory at {model_dirs[expert_id]}; routers "
+                "are fitted on models measured here, so it must be a local folder"
+            )
         ensure_quality_record(model_dirs[expert_id], expert_id)
-    prices = {eid: {"input_price": cost.input_per_mtok, "output_price": cost.output_per_mtok}
-              for eid, (_, _, cost) in sources.items()}
+    prices = {
+        eid: {"input_price": cost.input_per_mtok, "output_price": cost.output_per_mtok}
+        for eid, (_, _, cost) in sources.items()
+    }
     params = {"category": {"default_expert": fit.default_expert}} if fit.default_expert else {}
-    fit_routers(model_dirs, _resolve_path(fit.out_dir, base_dir), prices, strategies=fit.strategies,
-                params=params, embedder=make_embedder(router.embedder), progress=log.info)
+    fit_routers(
+        model_dirs,
+        _resolve_path(fit.out_dir, base_dir),
+        prices,
+        strategies=fit.strategies,
+        params=params,
+        embedder=make_embedder(router.embedder),
+        progress=log.info,
+    )
 
 
 def prepare_router_app(args: dict[str, Any] | RouterAppConfig, base_dir: Path | None = None) -> RouterAppConfig:
@@ -183,8 +217,9 @@ def build_router_app(args: dict[str, Any]):
     app = prepare_router_app(args)
     log.info("CoE router app: strategy %s; experts are discovered", app.router.strategy)
     init_config = app.model_dump(mode="json", exclude={"router", "discovery"})
-    return bind_router(init_config, app.router, app.router_deployment, {},
-                       discovery=app.discovery.model_dump(mode="json"))
+    return bind_router(
+        init_config, app.router, app.router_deployment, {}, discovery=app.discovery.model_dump(mode="json")
+    )
 
 
 def build_expert_app(args: dict[str, Any]):

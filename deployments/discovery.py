@@ -36,7 +36,7 @@ def running_expert_apps(app_prefix: str = "") -> list[ExpertApp]:
             continue
         if len(app.deployments) != 1:
             continue  # a whole CoE in one application (build_app) is not an expert
-        (name, deployment), = app.deployments.items()
+        ((name, deployment),) = app.deployments.items()
         replicas = sum(n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING"))
         if name.startswith(EXPERT_DEPLOYMENT_PREFIX) and replicas:
             found.append(ExpertApp(app_name, name, app.last_deployed_time_s, str(app.status).endswith("RUNNING")))
@@ -74,8 +74,11 @@ class ExpertDiscovery:
         found: dict[str, tuple[ExpertConfig, Any]] = {}
         for (app_name, _), entry in known.items():
             if entry.config.id in found:
-                log.warning("expert id '%s' of application '%s' is already served by another application; "
-                            "ignored", entry.config.id, app_name)
+                log.warning(
+                    "expert id '%s' of application '%s' is already served by another application; ignored",
+                    entry.config.id,
+                    app_name,
+                )
                 continue
             found[entry.config.id] = (entry.config, entry.handle)
         return list(found.values())
@@ -87,8 +90,9 @@ class ExpertDiscovery:
         try:
             described = await asyncio.wait_for(handle.describe.remote(), self.describe_timeout_s)
             # Its model files live on its own node; the expert checked them when it was built.
-            return _Known(app.deployed_at, ExpertConfig.model_validate(described, context={"skip_path_checks": True}),
-                          handle)
+            return _Known(
+                app.deployed_at, ExpertConfig.model_validate(described, context={"skip_path_checks": True}), handle
+            )
         except Exception as exc:
             log.warning("expert application '%s' did not describe itself: %s", app.app, exc)
             return None

@@ -12,8 +12,14 @@ from deployments.vllm_backend import VLLMEngineBackend
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class ExpertDeployment(ExpertShell):
-    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True,
-                 describe: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        expert_id: str,
+        model: str,
+        engine_args: dict[str, Any],
+        start_loaded: bool = True,
+        describe: dict[str, Any] | None = None,
+    ) -> None:
         self.description = describe or {"id": expert_id, "model": model}
         self.backend = VLLMEngineBackend(expert_id, model, engine_args)
         if start_loaded:

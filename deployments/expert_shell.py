@@ -5,7 +5,8 @@ Shared by the vLLM deployment and its test double, so both answer the router the
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
 

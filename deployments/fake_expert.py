@@ -13,8 +13,15 @@ from router_service.experts.fake import OffloadableFakeExpert
 
 @serve.deployment
 class FakeExpertDeployment(ExpertShell):
-    def __init__(self, expert_id: str, model: str, engine_args: dict[str, Any], start_loaded: bool = True,
-                 describe: dict[str, Any] | None = None, fake: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        expert_id: str,
+        model: str,
+        engine_args: dict[str, Any],
+        start_loaded: bool = True,
+        describe: dict[str, Any] | None = None,
+        fake: dict[str, Any] | None = None,
+    ) -> None:
         self.description = describe or {"id": expert_id, "model": model}
         self.backend = OffloadableFakeExpert(expert_id, loaded=start_loaded, **(fake or {}))
 
@@ -31,8 +38,9 @@ def build_fake_app(args: dict[str, Any]):
 
     config = prepare_config(args["config"], check_engine_args=False)
     fakes = args.get("fakes") or {}
-    return build_application(config, FakeExpertDeployment,
-                             {expert_id: {"fake": fake} for expert_id, fake in fakes.items()})
+    return build_application(
+        config, FakeExpertDeployment, {expert_id: {"fake": fake} for expert_id, fake in fakes.items()}
+    )
 
 
 def build_fake_expert_app(args: dict[str, Any]):

@@ -8,18 +8,27 @@ from ray.serve import metrics as serve_metrics
 class RayServeMetrics:
     def __init__(self) -> None:
         self._requests = serve_metrics.Counter(
-            "coe_requests_total", description="Requests answered, by expert and HTTP status.",
-            tag_keys=("expert", "status"))
+            "coe_requests_total",
+            description="Requests answered, by expert and HTTP status.",
+            tag_keys=("expert", "status"),  # type: ignore[arg-type]  # Ray annotates Tuple[str] for any length
+        )
         self._routing = serve_metrics.Histogram(
-            "coe_routing_decision_seconds", description="Time to make a routing decision.",
-            boundaries=[0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0], tag_keys=("strategy",))
+            "coe_routing_decision_seconds",
+            description="Time to make a routing decision.",
+            boundaries=[0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
+            tag_keys=("strategy",),
+        )
         self._fallbacks = serve_metrics.Counter(
-            "coe_fallbacks_total", description="Expert failures that moved a request to another expert.",
-            tag_keys=("expert", "reason"))
+            "coe_fallbacks_total",
+            description="Expert failures that moved a request to another expert.",
+            tag_keys=("expert", "reason"),  # type: ignore[arg-type]
+        )
         self._errors = serve_metrics.Counter(
-            "coe_errors_total", description="Error responses by OpenAI error type.", tag_keys=("type",))
+            "coe_errors_total", description="Error responses by OpenAI error type.", tag_keys=("type",)
+        )
         self._rejected = serve_metrics.Counter(
-            "coe_rejected_total", description="Requests refused with 429 because the router was at capacity.")
+            "coe_rejected_total", description="Requests refused with 429 because the router was at capacity."
+        )
 
     def request(self, expert: str, status: int) -> None:
         self._requests.inc(tags={"expert": expert, "status": str(status)})

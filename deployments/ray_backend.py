@@ -1,26 +1,29 @@
-"""ExpertBackend over a Ray Serve DeploymentHandle; Ray's errors are mapped to ours at this boundary."""
+"""ExpertBackend over a Ray Serve DeploymentHandle. Ray's errors are mapped to ours by one table,
+`RAY_ERRORS`, wrapped around every crossing into Ray, stream iteration included."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
-from router_service.errors import CoEError, ExpertError, ExpertUnavailableError
+from ray.exceptions import RayTaskError
+
 from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
+from router_service.errors import CoEError, ExpertError
+from router_service.experts.errors import ErrorTable, expert_unavailable, mapped_errors
 
 
-def map_ray_error(expert_id: str, exc: BaseException) -> CoEError:
-    from ray.exceptions import RayTaskError
+def _task_error(expert_id: str, exc: BaseException) -> CoEError:
+    """The expert's own code raised: ours pass through as they were raised there, others are a 502."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, CoEError):
+        return cause
+    return ExpertError(f"expert '{expert_id}' failed: {type(cause).__name__ if cause else 'error'}: {cause}")
 
-    if isinstance(exc, RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, CoEError):
-            return cause
-        return ExpertError(f"expert '{expert_id}' failed: {type(cause).__name__ if cause else 'error'}: {cause}")
-    if isinstance(exc, CoEError):
-        return exc
-    name = type(exc).__name__
-    # Dead or restarting replicas, back-pressure, unreachable actors: the expert is unavailable.
-    return ExpertUnavailableError(f"expert '{expert_id}' is unavailable ({name}: {exc})")
+
+# Anything else from Ray (dead or restarting replicas, back-pressure, unreachable actors) means the
+# expert is unavailable right now: a 503 the service may fall back from.
+RAY_ERRORS: ErrorTable = ((RayTaskError, _task_error), (Exception, expert_unavailable))
 
 
 class RayExpertBackend:
@@ -29,36 +32,29 @@ class RayExpertBackend:
         self.handle = handle
 
     async def chat(self, request: ExpertRequest) -> ExpertReply:
-        try:
+        with mapped_errors(self.expert_id, RAY_ERRORS):
             return await self.handle.chat.remote(request)
-        except Exception as exc:
-            raise map_ray_error(self.expert_id, exc) from exc
 
     async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
         generator = self.handle.options(stream=True).stream.remote(request)
         finished = False
         try:
-            async for delta in generator:
-                yield delta
+            with mapped_errors(self.expert_id, RAY_ERRORS):
+                async for delta in generator:
+                    yield delta
             finished = True
-        except Exception as exc:
-            raise map_ray_error(self.expert_id, exc) from exc
         finally:
             if not finished:
                 # The client went away or we gave up: stop the expert generating for nobody.
                 generator.cancel()
 
     async def load(self) -> None:
-        try:
+        with mapped_errors(self.expert_id, RAY_ERRORS):
             await self.handle.load.remote()
-        except Exception as exc:
-            raise map_ray_error(self.expert_id, exc) from exc
 
     async def offload(self) -> None:
-        try:
+        with mapped_errors(self.expert_id, RAY_ERRORS):
             await self.handle.offload.remote()
-        except Exception as exc:
-            raise map_ray_error(self.expert_id, exc) from exc
 
     async def health(self) -> bool:
         try:

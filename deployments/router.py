@@ -17,12 +17,12 @@ from ray import serve
 
 from deployments.metrics import RayServeMetrics
 from deployments.ray_backend import RayExpertBackend
-from router_service.config.apps import RouterAppConfig, compose_service_config
-from router_service.serving.assembly import build_service
-from router_service.config.service import ExpertConfig, parse_service_config
-from router_service.routing.embedding import make_embedder
-from router_service.errors import ExpertUnavailableError
 from router_service.api.app import create_app
+from router_service.config.apps import RouterAppConfig, compose_service_config
+from router_service.config.service import ExpertConfig, parse_service_config
+from router_service.errors import ExpertUnavailableError
+from router_service.routing.embedding import make_embedder
+from router_service.serving.assembly import build_service
 
 log = logging.getLogger("coe.router")
 
@@ -30,8 +30,9 @@ log = logging.getLogger("coe.router")
 @serve.deployment
 @serve.ingress()
 class RouterDeployment:
-    def __init__(self, config: dict[str, Any], handles: dict[str, Any],
-                 discovery: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], handles: dict[str, Any], discovery: dict[str, Any] | None = None
+    ) -> None:
         self.base_config = dict(config)
         self.metrics = RayServeMetrics()
         self.backends = {expert_id: RayExpertBackend(expert_id, handle) for expert_id, handle in handles.items()}
@@ -59,8 +60,12 @@ class RouterDeployment:
 
     def _build(self, router: dict[str, Any], experts: list[ExpertConfig], backends: dict[str, Any]):
         if self._discovery_task is None:
-            return build_service(parse_service_config({**self.base_config, "router": router}), backends,
-                                 embedder_factory=self._embedder, metrics=self.metrics), {}
+            return build_service(
+                parse_service_config({**self.base_config, "router": router}),
+                backends,
+                embedder_factory=self._embedder,
+                metrics=self.metrics,
+            ), {}
         app = self.app_config.model_copy(update={"router": self.app_config.router.model_validate(router)})
         if not experts:
             return None, {}  # nothing to route to yet; the first discovered expert builds the service

@@ -7,11 +7,16 @@ builders; the core (`router_service.config`) validates each application's `args`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from router_service.config.apps import (check_fit_matches_experts, compose_service_config,
-                                        parse_expert_app_config, parse_router_app_config)
+from router_service.config.apps import (
+    check_fit_matches_experts,
+    compose_service_config,
+    parse_expert_app_config,
+    parse_router_app_config,
+)
 from router_service.config.service import ServiceConfig, parse_service_config
 from router_service.errors import ConfigError
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from router_service.errors import ConfigError, ExpertError, ExpertUnavailableError, InvalidRequestError
 from router_service.domain import (
     ExpertChoice,
     ExpertDelta,
@@ -17,6 +17,8 @@ from router_service.domain import (
     TokenLogprob,
     TopLogprob,
 )
+from router_service.errors import CoEError, ConfigError, ExpertError, ExpertUnavailableError, InvalidRequestError
+from router_service.experts.errors import ErrorTable, mapped_errors
 
 log = logging.getLogger("coe.expert")
 
@@ -49,8 +51,8 @@ class VLLMEngineBackend:
         self.expert_id = expert_id
         self.model = model
         self.engine_args = dict(engine_args or {})
-        self.engine = None
-        self._tokenizer = None
+        self.engine: Any = None  # vllm's AsyncLLM once started; vLLM is imported only then
+        self._tokenizer: Any = None
         self.sleeping = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -131,13 +133,20 @@ class VLLMEngineBackend:
             structured = StructuredOutputsParams(json_object=True)
         elif p.structured == "json_schema":
             structured = StructuredOutputsParams(json=p.json_schema)
-        return SamplingParams(n=self._engine_n(p), max_tokens=p.max_tokens, temperature=p.temperature,
-                              top_p=p.top_p, stop=list(p.stop) or None, seed=p.seed,
-                              presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
-                              # vLLM returns the sampled token's logprob plus this many alternatives.
-                              logprobs=p.top_logprobs if p.logprobs else None,
-                              structured_outputs=structured,
-                              output_kind=getattr(RequestOutputKind, output_kind))
+        return SamplingParams(
+            n=self._engine_n(p),
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            stop=list(p.stop) or None,
+            seed=p.seed,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            # vLLM returns the sampled token's logprob plus this many alternatives.
+            logprobs=p.top_logprobs if p.logprobs else None,
+            structured_outputs=structured,
+            output_kind=getattr(RequestOutputKind, output_kind),
+        )
 
     def _decode(self, token_id: int) -> str:
         return self._tokenizer.decode([token_id])
@@ -146,14 +155,23 @@ class VLLMEngineBackend:
         if self.engine is None:
             raise ExpertUnavailableError(f"expert '{self.expert_id}' has no running engine")
 
-    def _rejected(self, request: ExpertRequest, exc: Exception) -> InvalidRequestError:
-        """vLLM's client errors (a bad json_schema, a sampling value it refuses) are the client's: 400."""
-        param = getattr(exc, "parameter", None) or ("response_format" if request.params.structured else None)
-        return InvalidRequestError(f"expert '{self.expert_id}' rejected the request: {exc}", param=param,
-                                   code="invalid_value")
+    def _errors(self, request: ExpertRequest) -> ErrorTable:
+        """vLLM's errors → ours, for one request: its client errors (a bad json_schema, a sampling value it
+        refuses) are the client's (400); a dead engine is unavailable (503); anything else is a 502."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        def rejected(expert_id: str, exc: BaseException) -> CoEError:
+            param = getattr(exc, "parameter", None) or ("response_format" if request.params.structured else None)
+            return InvalidRequestError(
+                f"expert '{expert_id}' rejected the request: {exc}", param=param, code="invalid_value"
+            )
+
+        def died(expert_id: str, exc: BaseException) -> CoEError:
+            return ExpertUnavailableError(f"expert '{expert_id}' engine died: {exc}")
+
+        return ((_vllm_client_errors(), rejected), (EngineDeadError, died))
 
     async def _generate(self, request: ExpertRequest, output_kind: str):
-        client_errors = _vllm_client_errors()
         self._check_ready()
         try:
             prompt = self._prompt(request)
@@ -163,26 +181,18 @@ class VLLMEngineBackend:
         if len(prompt["prompt_token_ids"]) + 1 > max_len:
             raise InvalidRequestError(
                 f"prompt is {len(prompt['prompt_token_ids'])} tokens; expert '{self.expert_id}' "
-                f"accepts at most {max_len - 1}", param="messages", code="context_length_exceeded")
-        try:
+                f"accepts at most {max_len - 1}",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        errors = self._errors(request)
+        with mapped_errors(self.expert_id, errors):
             sampling = self._sampling(request, output_kind)
-        except client_errors as exc:
-            raise self._rejected(request, exc) from exc
         # Leave room for the prompt: vLLM rejects max_tokens that overflow the context window.
         sampling.max_tokens = min(sampling.max_tokens, max_len - len(prompt["prompt_token_ids"]))
-        try:
+        with mapped_errors(self.expert_id, errors):
             async for output in self.engine.generate(prompt, sampling, request.request_id):
                 yield output
-        except GeneratorExit:
-            raise
-        except client_errors as exc:
-            raise self._rejected(request, exc) from exc
-        except Exception as exc:
-            from vllm.v1.engine.exceptions import EngineDeadError
-
-            if isinstance(exc, EngineDeadError):
-                raise ExpertUnavailableError(f"expert '{self.expert_id}' engine died: {exc}") from exc
-            raise ExpertError(f"expert '{self.expert_id}' failed: {type(exc).__name__}: {exc}") from exc
 
     async def chat(self, request: ExpertRequest) -> ExpertReply:
         final = None
@@ -198,8 +208,15 @@ class VLLMEngineBackend:
         if len(choices) != p.n:
             raise ExpertError(f"expert '{self.expert_id}' returned {len(choices)} choices, {p.n} asked")
         first, *more = choices
-        return ExpertReply(self.expert_id, first.text, first.finish_reason, len(final.prompt_token_ids or ()),
-                           copies * sum(len(c.token_ids) for c in generated), first.logprobs, more)
+        return ExpertReply(
+            self.expert_id,
+            first.text,
+            first.finish_reason,
+            len(final.prompt_token_ids or ()),
+            copies * sum(len(c.token_ids) for c in generated),
+            first.logprobs,
+            more,
+        )
 
     async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
         p = request.params
@@ -239,7 +256,7 @@ def _logprobs(completion: Any, params: GenerationParams, decode: Callable[[int],
         position = position or {}
         ranked = sorted(position.items(), key=lambda kv: kv[1].rank if kv[1].rank is not None else float("inf"))
         top = []
-        for alt_id, alt in ranked[:params.top_logprobs]:
+        for alt_id, alt in ranked[: params.top_logprobs]:
             alt_token = alt.decoded_token if alt.decoded_token is not None else decode(alt_id)
             top.append(TopLogprob(alt_token, max(alt.logprob, _MIN_LOGPROB), _utf8(alt_token)))
         chosen = position.get(token_id)

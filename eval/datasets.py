@@ -56,4 +56,4 @@ def kfold_indices(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarra
         raise ValueError(f"--cv {k} needs at least {k} prompts, the tables have {n}")
     order = np.random.default_rng(seed).permutation(n)
     folds = np.array_split(order, k)
-    return [(np.sort(np.concatenate(folds[:i] + folds[i + 1:])), np.sort(fold)) for i, fold in enumerate(folds)]
+    return [(np.sort(np.concatenate(folds[:i] + folds[i + 1 :])), np.sort(fold)) for i, fold in enumerate(folds)]

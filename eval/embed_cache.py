@@ -14,8 +14,9 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -39,8 +40,16 @@ def text_key(text: str) -> bytes:
 class CachedEmbedder:
     """Wraps any Embedder; `encode` returns cached vectors and embeds (then stores) only new texts."""
 
-    def __init__(self, inner: Embedder, cache_dir: str | Path | None = None, *, batch_size: int = 256,
-                 save_every: int = 2048, max_shards: int = 32, progress: bool = True) -> None:
+    def __init__(
+        self,
+        inner: Embedder,
+        cache_dir: str | Path | None = None,
+        *,
+        batch_size: int = 256,
+        save_every: int = 2048,
+        max_shards: int = 32,
+        progress: bool = True,
+    ) -> None:
         self.inner = inner
         self.name = inner.name  # strategies may record the embedder name; keep the real model's
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -123,10 +132,15 @@ class CachedEmbedder:
         pending_keys = list(todo)
         unsaved_keys: list[bytes] = []
         unsaved_vectors: list[np.ndarray] = []
-        bar = tqdm(total=len(pending_keys), desc=f"embedding ({self.name})", unit="prompt",
-                   disable=not self.progress or len(pending_keys) < self.batch_size, leave=False)
+        bar = tqdm(
+            total=len(pending_keys),
+            desc=f"embedding ({self.name})",
+            unit="prompt",
+            disable=not self.progress or len(pending_keys) < self.batch_size,
+            leave=False,
+        )
         for start in range(0, len(pending_keys), self.batch_size):
-            batch = pending_keys[start:start + self.batch_size]
+            batch = pending_keys[start : start + self.batch_size]
             vectors = np.asarray(self.inner.encode([todo[k] for k in batch]), dtype=np.float32)
             for key, vector in zip(batch, vectors):
                 memory[key] = vector

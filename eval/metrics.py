@@ -1,4 +1,7 @@
-"""Quality/cost of routing choices, the oracle/best-single/random baselines, and RouterBench's AIQ.
+"""Quality/cost of routing choices, the oracle/random baselines, and RouterBench's AIQ.
+
+The best-single baseline is `router_service.routing.strategies.baselines.best_single_index`, the rule
+`BestSingleStrategy` fits with, so the eval's baseline and the served strategy pick the same model.
 
 Conventions (also in the README section):
 * A routing choice is a model index per prompt. quality = mean score of the chosen model over the
@@ -13,8 +16,8 @@ Conventions (also in the README section):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -40,9 +43,11 @@ def outcome(table: RoutingTable, choices: Sequence[int] | np.ndarray) -> Outcome
         return Outcome(quality=0.0, cost=0.0, missing=0)
     rows = np.arange(len(table))
     raw = table.scores[rows, idx]
-    return Outcome(quality=float(table.score_matrix()[rows, idx].mean()),
-                   cost=float(table.cost_matrix()[rows, idx].sum()),
-                   missing=int(np.isnan(raw).sum()))
+    return Outcome(
+        quality=float(table.score_matrix()[rows, idx].mean()),
+        cost=float(table.cost_matrix()[rows, idx].sum()),
+        missing=int(np.isnan(raw).sum()),
+    )
 
 
 def oracle_choices(table: RoutingTable) -> np.ndarray:
@@ -52,14 +57,6 @@ def oracle_choices(table: RoutingTable) -> np.ndarray:
     best = scores.max(axis=1, keepdims=True)
     tied_costs = np.where(scores == best, costs, np.inf)
     return tied_costs.argmin(axis=1)  # argmin returns the first index among equal costs
-
-
-def best_single_index(table: RoutingTable) -> int:
-    """Model with the best mean score (missing = 0) on `table`; ties: lower mean cost, then table order."""
-    mean_score = table.score_matrix().mean(axis=0)
-    mean_cost = table.cost_matrix().mean(axis=0)
-    order = sorted(range(len(table.models)), key=lambda j: (-mean_score[j], mean_cost[j], j))
-    return order[0]
 
 
 def random_choices(n_prompts: int, n_models: int, seed: int) -> np.ndarray:
@@ -83,7 +80,7 @@ def nondecreasing_hull(points: Sequence[Sequence[float]] | np.ndarray) -> np.nda
     if len(pts) == 0:
         return pts
     pts = pts[np.lexsort((-pts[:, 1], pts[:, 0]))]
-    front = []
+    front: list[tuple[float, float]] = []
     for cost, quality in pts:
         if not front or quality > front[-1][1]:
             front.append((cost, quality))

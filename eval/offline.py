@@ -22,20 +22,22 @@ import inspect
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from eval import metrics
 from eval.datasets import kfold_indices
+from router_service.data.loaders import estimate_tokens
+from router_service.data.table import RoutingTable
+from router_service.domain import ExpertCard, Query
 from router_service.routing.embedding import Embedder
 from router_service.routing.strategies.base import RoutingStrategy, get_strategy, known_strategies, strategy_class
-from router_service.data.table import RoutingTable
-from router_service.data.loaders import estimate_tokens
-from router_service.domain import ExpertCard, Query
+from router_service.routing.strategies.baselines import best_single_index
 
 # Rule-based or reference routers: evaluated as baselines, not as default strategies.
 BASELINE_STRATEGIES = frozenset({"fixed", "keyword", "random", "best_single"})
@@ -59,15 +61,21 @@ def expert_cards(table: RoutingTable, prices: Mapping[str, Mapping[str, float]] 
     an effective blended $/Mtok applied to input and output alike. Without either, every card is free.
     """
     if prices is not None:
-        return [ExpertCard(id=m, input_cost_per_mtok=prices[m]["input_price"],
-                           output_cost_per_mtok=prices[m]["output_price"]) for m in table.models]
+        return [
+            ExpertCard(
+                id=m, input_cost_per_mtok=prices[m]["input_price"], output_cost_per_mtok=prices[m]["output_price"]
+            )
+            for m in table.models
+        ]
     if table.costs is None or len(table) == 0:
         return [ExpertCard(id=m) for m in table.models]
     input_tokens, output_tokens = estimate_tokens(table.prompts, table.categories)
     tokens = float(np.sum(input_tokens + output_tokens))
     per_model = np.nansum(table.costs, axis=0) / max(tokens, 1.0) * 1e6
-    return [ExpertCard(id=m, input_cost_per_mtok=float(p), output_cost_per_mtok=float(p))
-            for m, p in zip(table.models, per_model)]
+    return [
+        ExpertCard(id=m, input_cost_per_mtok=float(p), output_cost_per_mtok=float(p))
+        for m, p in zip(table.models, per_model)
+    ]
 
 
 @dataclass
@@ -95,10 +103,18 @@ def _fit(strategy: RoutingStrategy, table: RoutingTable, embeddings: np.ndarray 
         strategy.fit(table)
 
 
-def _route(strategy: RoutingStrategy, prompts: Sequence[str], embeddings: np.ndarray | None,
-           experts: Sequence[ExpertCard], cost_weight: float | None, index: Mapping[str, int]) -> np.ndarray:
-    queries = [Query(text=p, cost_weight=cost_weight, embedding=None if embeddings is None else embeddings[i])
-               for i, p in enumerate(prompts)]
+def _route(
+    strategy: RoutingStrategy,
+    prompts: Sequence[str],
+    embeddings: np.ndarray | None,
+    experts: Sequence[ExpertCard],
+    cost_weight: float | None,
+    index: Mapping[str, int],
+) -> np.ndarray:
+    queries = [
+        Query(text=p, cost_weight=cost_weight, embedding=None if embeddings is None else embeddings[i])
+        for i, p in enumerate(prompts)
+    ]
     decisions = strategy.route_batch(queries, experts)
     try:
         return np.array([index[d.expert_ids[0]] for d in decisions], dtype=int)
@@ -112,10 +128,17 @@ def _embed_all(embedder: Embedder | None, prompts: Sequence[str]) -> np.ndarray 
     return np.asarray(embedder.encode(list(prompts)), dtype=np.float32)
 
 
-def run_offline(train: RoutingTable, test: RoutingTable | None = None, *, strategies: Sequence[str] | None = None,
-                embedder: Embedder | None = None, cv: int | None = None, seed: int = 0,
-                lambdas: Sequence[float] = DEFAULT_LAMBDAS,
-                prices: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
+def run_offline(
+    train: RoutingTable,
+    test: RoutingTable | None = None,
+    *,
+    strategies: Sequence[str] | None = None,
+    embedder: Embedder | None = None,
+    cv: int | None = None,
+    seed: int = 0,
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    prices: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
     """Evaluate `strategies` and the baselines; returns the results.json dictionary."""
     started = time.perf_counter()
     if (test is None) == (cv is None):
@@ -136,13 +159,14 @@ def run_offline(train: RoutingTable, test: RoutingTable | None = None, *, strate
             raise OfflineConfigError(str(exc)) from None
         splits = [(train.subset(tr), train.subset(te), tr, te) for tr, te in folds]
     else:
+        assert test is not None  # checked above: exactly one of test and cv
         evaluated = test
         splits = [(train, test, np.arange(len(train)), np.arange(len(test)))]
 
     needs_embedding = any(getattr(strategy_class(n), "needs_embedding", False) for n in names)
     embed_started = time.perf_counter()
     train_emb = _embed_all(embedder if needs_embedding else None, train.prompts)
-    eval_emb = train_emb if cv is not None else _embed_all(embedder if needs_embedding else None, test.prompts)
+    eval_emb = train_emb if cv is not None else _embed_all(embedder if needs_embedding else None, evaluated.prompts)
     embed_seconds = time.perf_counter() - embed_started
 
     model_index = {m: j for j, m in enumerate(train.models)}
@@ -150,32 +174,49 @@ def run_offline(train: RoutingTable, test: RoutingTable | None = None, *, strate
     best_single_choices = np.zeros(n_eval, dtype=int)
     best_single_models: list[str] = []
     for fold_train, _, _, held_out in splits:
-        best = metrics.best_single_index(fold_train)
+        best = best_single_index(fold_train)
         best_single_choices[held_out] = best
         best_single_models.append(train.models[best])
 
     runs: dict[str, PooledRun] = {}
     for name in names:
-        runs[name] = _run_strategy(name, splits, train_emb, eval_emb, n_eval, model_index, lambdas, seed,
-                                   embedder, prices)
+        runs[name] = _run_strategy(
+            name, splits, train_emb, eval_emb, n_eval, model_index, lambdas, seed, embedder, prices
+        )
 
     results = _summarise(train, evaluated, runs, best_single_choices, best_single_models, seed)
-    results.update({
-        "protocol": f"{cv}-fold cross-validation, pooled held-out predictions" if cv else "train/test hold-out",
-        "cv": cv, "seed": seed, "embedder": getattr(embedder, "name", None),
-        "embed_seconds": round(embed_seconds, 3), "lambdas": list(lambdas),
-        "run_seconds": round(time.perf_counter() - started, 3),
-    })
+    results.update(
+        {
+            "protocol": f"{cv}-fold cross-validation, pooled held-out predictions" if cv else "train/test hold-out",
+            "cv": cv,
+            "seed": seed,
+            "embedder": getattr(embedder, "name", None),
+            "embed_seconds": round(embed_seconds, 3),
+            "lambdas": list(lambdas),
+            "run_seconds": round(time.perf_counter() - started, 3),
+        }
+    )
     return results
 
 
-def _run_strategy(name: str, splits: list, train_emb: np.ndarray | None, eval_emb: np.ndarray | None,
-                  n_eval: int, model_index: Mapping[str, int], lambdas: Sequence[float], seed: int,
-                  embedder: Embedder | None, prices: Mapping | None) -> PooledRun:
+def _run_strategy(
+    name: str,
+    splits: list,
+    train_emb: np.ndarray | None,
+    eval_emb: np.ndarray | None,
+    n_eval: int,
+    model_index: Mapping[str, int],
+    lambdas: Sequence[float],
+    seed: int,
+    embedder: Embedder | None,
+    prices: Mapping | None,
+) -> PooledRun:
     tradeoff = bool(getattr(strategy_class(name), "has_tradeoff", False))
-    run = PooledRun(default=np.zeros(n_eval, dtype=int),
-                    sweep=np.zeros((len(lambdas), n_eval), dtype=int) if tradeoff else None,
-                    cost_weight=DEFAULT_COST_WEIGHT)
+    run = PooledRun(
+        default=np.zeros(n_eval, dtype=int),
+        sweep=np.zeros((len(lambdas), n_eval), dtype=int) if tradeoff else None,
+        cost_weight=DEFAULT_COST_WEIGHT,
+    )
     steps = len(splits) * (2 + (len(lambdas) if tradeoff else 0))
     with tqdm(total=steps, desc=f"{name}", unit="step", leave=False) as bar:
         for fold_train, fold_eval, train_rows, eval_rows in splits:
@@ -199,15 +240,21 @@ def _run_strategy(name: str, splits: list, train_emb: np.ndarray | None, eval_em
             if run.sweep is not None:
                 for k, weight in enumerate(lambdas):
                     bar.set_postfix_str(f"sweep λ={weight}")
-                    run.sweep[k, eval_rows] = _route(strategy, fold_eval.prompts, emb, experts, float(weight),
-                                                     model_index)
+                    run.sweep[k, eval_rows] = _route(
+                        strategy, fold_eval.prompts, emb, experts, float(weight), model_index
+                    )
                     bar.update()
     return run
 
 
-def _summarise(train: RoutingTable, evaluated: RoutingTable, runs: Mapping[str, PooledRun],
-               best_single_choices: np.ndarray, best_single_models: list[str],
-               seed: int) -> dict[str, Any]:
+def _summarise(
+    train: RoutingTable,
+    evaluated: RoutingTable,
+    runs: Mapping[str, PooledRun],
+    best_single_choices: np.ndarray,
+    best_single_models: list[str],
+    seed: int,
+) -> dict[str, Any]:
     singles = metrics.single_model_points(evaluated)
     oracle = metrics.outcome(evaluated, metrics.oracle_choices(evaluated))
     best_single = metrics.outcome(evaluated, best_single_choices)
@@ -222,8 +269,12 @@ def _summarise(train: RoutingTable, evaluated: RoutingTable, runs: Mapping[str, 
         else:
             curve = [[default.cost, default.quality]]
         strategy_rows[name] = {
-            "quality": default.quality, "cost": default.cost, "missing": default.missing,
-            "cost_weight": run.cost_weight, "has_tradeoff": run.sweep is not None, "curve": curve,
+            "quality": default.quality,
+            "cost": default.cost,
+            "missing": default.missing,
+            "cost_weight": run.cost_weight,
+            "has_tradeoff": run.sweep is not None,
+            "curve": curve,
             "fit_seconds": round(float(np.mean(run.fit_seconds)), 4),
             "route_ms_per_prompt": round(1000.0 * run.route_seconds / max(len(evaluated), 1), 4),
             "choices": dict(Counter(evaluated.models[j] for j in run.default).most_common()),
@@ -232,7 +283,7 @@ def _summarise(train: RoutingTable, evaluated: RoutingTable, runs: Mapping[str, 
     # One reference cost for every AIQ, so the numbers compare (RouterBench's shared max_x_value).
     max_cost = metrics.reference_cost([single_points] + [r["curve"] for r in strategy_rows.values()])
     aiq_defined = evaluated.has_costs
-    for name, row in strategy_rows.items():
+    for row in strategy_rows.values():
         row["aiq"] = metrics.aiq(row["curve"], max_cost) if (row["has_tradeoff"] and aiq_defined) else None
         row["gap_to_oracle"] = oracle.quality - row["quality"]
         row["cost_vs_best_single"] = row["cost"] / best_single.cost if best_single.cost else None
@@ -246,11 +297,16 @@ def _summarise(train: RoutingTable, evaluated: RoutingTable, runs: Mapping[str, 
         "has_costs": evaluated.has_costs,
         "baselines": {
             "oracle": oracle.to_dict(),
-            "best_single": {"model": bs_model, **best_single.to_dict(),
-                            **({"models_per_fold": best_single_models} if len(best_single_models) > 1 else {})},
+            "best_single": {
+                "model": bs_model,
+                **best_single.to_dict(),
+                **({"models_per_fold": best_single_models} if len(best_single_models) > 1 else {}),
+            },
             "random": {**random.to_dict(), "seed": seed},
-            "zero_router": {"aiq": metrics.aiq(single_points, max_cost) if aiq_defined else None,
-                            "hull": hull.tolist()},
+            "zero_router": {
+                "aiq": metrics.aiq(single_points, max_cost) if aiq_defined else None,
+                "hull": hull.tolist(),
+            },
         },
         "single_models": {m: o.to_dict() for m, o in singles.items()},
         "reference_cost": max_cost,
@@ -273,28 +329,66 @@ def report_rows(results: Mapping[str, Any]) -> list[list[str]]:
     oracle_q = base["oracle"]["quality"]
     bs_cost = base["best_single"]["cost"]
 
-    def row(name: str, quality: float | None, cost: float | None, aiq: float | None, missing: int | None,
-            fit: float | None = None, route: float | None = None) -> list[str]:
+    def row(
+        name: str,
+        quality: float | None,
+        cost: float | None,
+        aiq: float | None,
+        missing: int | None,
+        fit: float | None = None,
+        route: float | None = None,
+    ) -> list[str]:
         gap = None if quality is None else oracle_q - quality
         rel = None if cost is None or not bs_cost else cost / bs_cost
-        return [name, _fmt(quality), _fmt(cost), _fmt(aiq), _fmt(gap), _fmt(rel, 3), _fmt(missing),
-                _fmt(fit, 3), _fmt(route, 3)]
+        return [
+            name,
+            _fmt(quality),
+            _fmt(cost),
+            _fmt(aiq),
+            _fmt(gap),
+            _fmt(rel, 3),
+            _fmt(missing),
+            _fmt(fit, 3),
+            _fmt(route, 3),
+        ]
 
-    rows = [row("oracle", oracle_q, base["oracle"]["cost"], None, base["oracle"].get("missing")),
-            row(f"best_single ({base['best_single']['model']})", base["best_single"]["quality"], bs_cost, None,
-                base["best_single"].get("missing")),
-            row(f"random (seed {base['random'].get('seed', '?')})", base["random"]["quality"],
-                base["random"]["cost"], None, base["random"].get("missing")),
-            row("zero_router (hull of single models)", None, None, base["zero_router"]["aiq"], None)]
+    rows = [
+        row("oracle", oracle_q, base["oracle"]["cost"], None, base["oracle"].get("missing")),
+        row(
+            f"best_single ({base['best_single']['model']})",
+            base["best_single"]["quality"],
+            bs_cost,
+            None,
+            base["best_single"].get("missing"),
+        ),
+        row(
+            f"random (seed {base['random'].get('seed', '?')})",
+            base["random"]["quality"],
+            base["random"]["cost"],
+            None,
+            base["random"].get("missing"),
+        ),
+        row("zero_router (hull of single models)", None, None, base["zero_router"]["aiq"], None),
+    ]
     for name, s in results["strategies"].items():
         label = f"{name} (λ={s['cost_weight']})" if s.get("has_tradeoff") else name
-        rows.append(row(label, s["quality"], s["cost"], s["aiq"], s.get("missing"), s["fit_seconds"],
-                        s["route_ms_per_prompt"]))
+        rows.append(
+            row(label, s["quality"], s["cost"], s["aiq"], s.get("missing"), s["fit_seconds"], s["route_ms_per_prompt"])
+        )
     return rows
 
 
-REPORT_COLUMNS = ["method", "quality", "cost", "AIQ", "gap to oracle", "cost / best_single", "missing",
-                  "fit s", "route ms/prompt"]
+REPORT_COLUMNS = [
+    "method",
+    "quality",
+    "cost",
+    "AIQ",
+    "gap to oracle",
+    "cost / best_single",
+    "missing",
+    "fit s",
+    "route ms/prompt",
+]
 
 
 def markdown_table(rows: Sequence[Sequence[str]], columns: Sequence[str] = REPORT_COLUMNS) -> str:
@@ -304,10 +398,14 @@ def markdown_table(rows: Sequence[Sequence[str]], columns: Sequence[str] = REPOR
 
 
 def render_report(results: Mapping[str, Any]) -> str:
-    cost_unit = "total $ over the evaluated prompts" if results.get("has_costs") else \
-        "calls (table has no costs: every call costs 1)"
+    cost_unit = (
+        "total $ over the evaluated prompts"
+        if results.get("has_costs")
+        else "calls (table has no costs: every call costs 1)"
+    )
     lines = [
-        "# Offline routing evaluation", "",
+        "# Offline routing evaluation",
+        "",
         f"- protocol: {results.get('protocol')}; seed {results.get('seed')}; embedder {results.get('embedder')}",
         f"- prompts: {results['n_train']} train, {results['n_test']} evaluated; {len(results['models'])} models",
         "- quality: mean score of the chosen model (missing score = 0; `missing` counts those prompts)",
@@ -316,10 +414,15 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"reference cost {_fmt(results.get('reference_cost'))}, divided by it (– for strategies without "
         f"a trade-off parameter, and for tables without costs)",
         f"- run time: {_fmt(results.get('run_seconds'), 3)} s (embedding {_fmt(results.get('embed_seconds'), 3)} s)",
-        "", markdown_table(report_rows(results)), "",
-        "## Single models", "",
-        markdown_table([[m, _fmt(o["quality"]), _fmt(o["cost"]), _fmt(o["missing"])]
-                        for m, o in results["single_models"].items()], ["model", "quality", "cost", "missing"]),
+        "",
+        markdown_table(report_rows(results)),
+        "",
+        "## Single models",
+        "",
+        markdown_table(
+            [[m, _fmt(o["quality"]), _fmt(o["cost"]), _fmt(o["missing"])] for m, o in results["single_models"].items()],
+            ["model", "quality", "cost", "missing"],
+        ),
         "",
     ]
     return "\n".join(lines)

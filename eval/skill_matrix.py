@@ -21,8 +21,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from router_service.data.loaders import read_jsonl
 
 DEFAULT_ENGINE_ARGS: dict[str, Any] = {
     "dtype": "float32",
@@ -31,16 +34,20 @@ DEFAULT_ENGINE_ARGS: dict[str, Any] = {
     "seed": 0,
     "enforce_eager": True,  # as coe.yaml serves them (no torch.compile: engines start several times faster)
 }
-DEFAULT_EXPERTS = {"math": "models/zoo/math", "strings": "models/zoo/strings", "units": "models/zoo/units",
-                   "atlas": "models/zoo/atlas", "general": "models/smollm2-135m-instruct"}
+DEFAULT_EXPERTS = {
+    "math": "models/zoo/math",
+    "strings": "models/zoo/strings",
+    "units": "models/zoo/units",
+    "atlas": "models/zoo/atlas",
+    "general": "models/smollm2-135m-instruct",
+}
 
 
 def load_dataset(path: str | Path) -> list[dict[str, str]]:
     rows = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for number, row in read_jsonl(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object")
         for key in ("prompt", "category"):
             if not isinstance(row.get(key), str):
                 raise ValueError(f"{path}:{number}: '{key}' must be a string")
@@ -56,12 +63,16 @@ def find_experts(specs: Sequence[str] | None) -> dict[str, Path]:
     experts = dict(item.split("=", 1) for item in specs) if specs else DEFAULT_EXPERTS
     missing = {e: d for e, d in experts.items() if not (Path(d) / "config.json").exists()}
     if missing:
-        raise SystemExit(f"error: no built model for {missing}; start the default deployment once, or run "
-                         "`python -m zoo build` and `python -m zoo.gguf build`")
+        raise SystemExit(
+            f"error: no built model for {missing}; start the default deployment once, or run "
+            "`python -m zoo build` and `python -m zoo.gguf build`"
+        )
     return {e: Path(d) for e, d in experts.items()}
 
 
-def run_expert(model_dir: Path, prompts: Sequence[str], engine_args: dict[str, Any], max_tokens: int) -> tuple[list[str], float, float]:
+def run_expert(
+    model_dir: Path, prompts: Sequence[str], engine_args: dict[str, Any], max_tokens: int
+) -> tuple[list[str], float, float]:
     """Greedy chat answers of one expert; returns (answers, engine start seconds, generate seconds)."""
     from vllm import LLM, SamplingParams
 
@@ -69,7 +80,7 @@ def run_expert(model_dir: Path, prompts: Sequence[str], engine_args: dict[str, A
     llm = LLM(model=str(model_dir), **engine_args)
     start_s = time.perf_counter() - started
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    conversations: list[Any] = [[{"role": "user", "content": p}] for p in prompts]
     started = time.perf_counter()
     outputs = llm.chat(conversations, params, use_tqdm=False)
     gen_s = time.perf_counter() - started
@@ -92,8 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.skill_matrix", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="eval/data/zoo_heldout.jsonl")
     parser.add_argument("--out", default="out/skill_matrix", metavar="DIR")
-    parser.add_argument("--experts", nargs="+", default=None, metavar="ID=MODEL_DIR",
-                        help="experts to measure (default: the five of coe.yaml)")
+    parser.add_argument(
+        "--experts",
+        nargs="+",
+        default=None,
+        metavar="ID=MODEL_DIR",
+        help="experts to measure (default: the five of coe.yaml)",
+    )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--max-model-len", type=int, default=DEFAULT_ENGINE_ARGS["max_model_len"])
     args = parser.parse_args(argv)
@@ -119,10 +135,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         accuracy[expert] = {
             s: round(sum(c for c, r in zip(correct, rows) if r["category"] == s) / counts[s], 4) for s in skills
         }
-        details[expert] = {"engine_start_s": round(start_s, 1), "generate_s": round(gen_s, 2),
-                           "predictions": answers, "correct": correct}
-        print(f"[skill_matrix] {expert}: start {start_s:.0f}s, {len(prompts)} prompts in {gen_s:.1f}s: "
-              + ", ".join(f"{s} {a:.2f}" for s, a in accuracy[expert].items()), file=sys.stderr, flush=True)
+        details[expert] = {
+            "engine_start_s": round(start_s, 1),
+            "generate_s": round(gen_s, 2),
+            "predictions": answers,
+            "correct": correct,
+        }
+        print(
+            f"[skill_matrix] {expert}: start {start_s:.0f}s, {len(prompts)} prompts in {gen_s:.1f}s: "
+            + ", ".join(f"{s} {a:.2f}" for s, a in accuracy[expert].items()),
+            file=sys.stderr,
+            flush=True,
+        )
 
     table = markdown_matrix(accuracy, skills, counts)
     print(table)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Query:
     embedding: Any = None
 
     @staticmethod
-    def from_messages(messages: Sequence[Message], **options: Any) -> "Query":
+    def from_messages(messages: Sequence[Message], **options: Any) -> Query:
         # Route on what the user asked: the last user turn, with earlier user turns as context.
         user_turns = [m.content for m in messages if m.role == "user"]
         text = user_turns[-1] if user_turns else (messages[-1].content if messages else "")
@@ -57,7 +58,6 @@ class RoutingDecision:
     expert_ids: list[str]
     scores: dict[str, float]
     strategy: str
-    reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     fallback: list[dict[str, Any]] = field(default_factory=list)
 
@@ -71,8 +71,6 @@ class RoutingDecision:
             "experts": list(self.expert_ids),
             "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
         }
-        if self.reason:
-            out["reason"] = self.reason
         if self.details:
             out["details"] = self.details
         if self.fallback:
@@ -92,11 +90,11 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    n: int = 1                          # choices to generate; with a seed, choice i uses seed + i (vLLM's rule)
+    n: int = 1  # choices to generate; with a seed, choice i uses seed + i (vLLM's rule)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    logprobs: bool = False              # per-token logprobs of the sampled tokens
-    top_logprobs: int = 0               # ... plus this many alternatives per position (needs logprobs)
+    logprobs: bool = False  # per-token logprobs of the sampled tokens
+    top_logprobs: int = 0  # ... plus this many alternatives per position (needs logprobs)
     # Structured output: None (free text), "json_object" (any JSON object) or "json_schema" (`json_schema`
     # holds the schema as JSON text).
     structured: str | None = None

@@ -1,7 +1,12 @@
-"""One exception tree for the service, and the single place that turns it into an OpenAI error body."""
+"""The service's exceptions, and the single place that turns them into an OpenAI error body.
+
+`CoEError` and its subclasses fix an HTTP status; the routing domain's `RoutingError`s (raised by
+strategies, which never speak HTTP) do not, and `to_error_response` maps them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,8 +21,9 @@ class CoEError(Exception):
     error_type: str = "internal_error"
     default_code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -103,16 +109,57 @@ class NotFittedError(CoEError, ValueError, AttributeError):
     default_code = "router_not_fitted"
 
 
-def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    parts: list[str] = []
+class RoutingError(ValueError):
+    """An error of the routing domain (the strategy registry, a strategy's parameters).
+
+    Strategies raise these and never an HTTP error: this carries no status. `to_error_response` maps it
+    (a 400 naming the field the mistake was made in); start-up code turns it into a ConfigError.
+    """
+
+    code = "invalid_value"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownStrategyError(RoutingError):
+    """A strategy name that is not registered."""
+
+    code = "unknown_strategy"
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class UnknownParameterError(RoutingError):
+    """`set_params` was given a name that is not a parameter of the strategy."""
+
+    code = "unknown_parameter"
+
+    def __init__(self, message: str, *, strategy: str, names: Sequence[str]) -> None:
+        super().__init__(message)
+        self.strategy = strategy
+        self.names = list(names)
+
+
+# The request/config field each routing error is the client's mistake in (used by `to_error_response`).
+_ROUTING_ERROR_PARAMS: tuple[tuple[type[RoutingError], str], ...] = (
+    (UnknownStrategyError, "routing.strategy"),
+    (UnknownParameterError, "router.params"),
+)
+
+
+def format_loc(loc: Sequence[Any]) -> str:
+    """A pydantic error location as a field path: ("messages", 0, "content") → "messages[0].content".
+
+    The one formatter of locations, for request errors (`param`) and config errors alike; "" for the root.
+    """
+    path = ""
     for item in loc:
-        if item in ("body",):
-            continue
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or None
+        path += f"[{item}]" if isinstance(item, int) else (f".{item}" if path else str(item))
+    return path
 
 
 def validation_error_to_coe(exc: ValidationError | Any) -> InvalidRequestError:
@@ -121,7 +168,8 @@ def validation_error_to_coe(exc: ValidationError | Any) -> InvalidRequestError:
     if not errors:
         return InvalidRequestError(str(exc))
     first = errors[0]
-    param = _param_from_loc(tuple(first.get("loc", ())))
+    # FastAPI puts the request part first ("body", ...); the client names fields from the body down.
+    param = format_loc([item for item in first.get("loc", ()) if item != "body"]) or None
     msg = first.get("msg", "invalid value")
     kind = first.get("type")
     code = "invalid_value"
@@ -142,10 +190,13 @@ def to_error_response(exc: BaseException) -> tuple[int, ErrorResponse, dict[str,
     """Map any exception to (HTTP status, OpenAI error body, extra headers). The one place this happens."""
     if isinstance(exc, ValidationError):
         exc = validation_error_to_coe(exc)
+    elif isinstance(exc, RoutingError):
+        param = next((field for kind, field in _ROUTING_ERROR_PARAMS if isinstance(exc, kind)), None)
+        exc = InvalidRequestError(exc.message, param=param, code=exc.code)
     if isinstance(exc, CoEError):
-        body = ErrorResponse(error=ErrorInfo(message=exc.message, type=exc.error_type,
-                                             param=exc.param, code=exc.code))
+        body = ErrorResponse(error=ErrorInfo(message=exc.message, type=exc.error_type, param=exc.param, code=exc.code))
         return exc.status_code, body, dict(exc.headers)
-    body = ErrorResponse(error=ErrorInfo(message="Internal server error", type="internal_error",
-                                         param=None, code="internal_error"))
+    body = ErrorResponse(
+        error=ErrorInfo(message="Internal server error", type="internal_error", param=None, code="internal_error")
+    )
     return 500, body, {}

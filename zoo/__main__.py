@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from zoo import tasks
 from zoo.build import ZOO_EXPERTS, build_all
@@ -30,9 +31,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
         acc = r.get("heldout_accuracy") or ""
         if isinstance(acc, dict):
             acc = ", ".join(f"{k} {v:.2f}" for k, v in acc.items())
-        print(f"| {name} | {ZOO_EXPERTS[name].params:,} | {r['cached']} | {r['seconds']:.1f} | "
-              f"{r.get('train_seconds') or ''} | {r.get('train_steps') or ''} | "
-              f"{r.get('validation_accuracy')} ({ZOO_EXPERTS[name].gate}) | {acc} |")
+        print(
+            f"| {name} | {ZOO_EXPERTS[name].params:,} | {r['cached']} | {r['seconds']:.1f} | "
+            f"{r.get('train_seconds') or ''} | {r.get('train_steps') or ''} | "
+            f"{r.get('validation_accuracy')} ({ZOO_EXPERTS[name].gate}) | {acc} |"
+        )
     print(f"\nzoo build total: {total:.1f}s wall ({len(results)} experts, jobs={args.jobs}) -> {args.out}")
     return 0
 
@@ -44,9 +47,13 @@ def test_rows(n_per_skill: int = 50, seed: int = 0) -> list[dict]:
     from zoo import general
     from zoo.quality import GENERAL_CATEGORY, GRADER
 
-    rows = [{**ex.to_json(), "grader": GRADER} for ex in tasks.heldout_set(n_per_skill, seed=seed)]
-    rows += [{"prompt": prompt, "answer": answers, "category": GENERAL_CATEGORY, "grader": GRADER}
-             for prompt, answers in general.general_examples("test")]
+    rows: list[dict[str, Any]] = [
+        {**ex.to_json(), "grader": GRADER} for ex in tasks.heldout_set(n_per_skill, seed=seed)
+    ]
+    rows += [
+        {"prompt": prompt, "answer": answers, "category": GENERAL_CATEGORY, "grader": GRADER}
+        for prompt, answers in general.general_examples("test")
+    ]
     return rows
 
 
@@ -68,14 +75,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("| expert | skills | layers x hidden | params | $/Mtok | first phase | step cap | gate |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for s in ZOO_EXPERTS.values():
-        print(f"| {s.name} | {', '.join(s.skills)} | {s.size.layers} x {s.size.hidden} | {s.params:,} | "
-              f"{s.cost_per_mtok} | {s.steps} | {s.max_steps} | {s.gate} |")
+        print(
+            f"| {s.name} | {', '.join(s.skills)} | {s.size.layers} x {s.size.hidden} | {s.params:,} | "
+            f"{s.cost_per_mtok} | {s.steps} | {s.max_steps} | {s.gate} |"
+        )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build", help="train (or reuse) every zoo expert")

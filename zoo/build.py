@@ -14,9 +14,10 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from zoo import tasks
 from zoo.cache import locked_build, read_marker
@@ -36,8 +37,10 @@ class QualityGateError(RuntimeError):
     """A build whose own held-out check is below its gate: raised instead of serving a broken model."""
 
     def __init__(self, expert: str, accuracy: float, gate: float, steps: int) -> None:
-        super().__init__(f"zoo expert '{expert}' failed its quality gate: validation accuracy {accuracy:.3f} "
-                         f"< {gate:.2f} after {steps} training steps (the recipe's cap); it is not served")
+        super().__init__(
+            f"zoo expert '{expert}' failed its quality gate: validation accuracy {accuracy:.3f} "
+            f"< {gate:.2f} after {steps} training steps (the recipe's cap); it is not served"
+        )
         self.expert, self.accuracy, self.gate, self.steps = expert, accuracy, gate, steps
 
 
@@ -177,7 +180,7 @@ def get_spec(name: str) -> ExpertSpec:
 def is_current(spec: ExpertSpec, model_dir: str | Path) -> bool:
     """True when `model_dir` holds a finished build of exactly this recipe."""
     marker = read_marker(model_dir)
-    return bool(marker) and marker.get("recipe_hash") == spec.recipe_hash() and marker.get("name") == spec.name
+    return marker is not None and marker.get("recipe_hash") == spec.recipe_hash() and marker.get("name") == spec.name
 
 
 def gate_examples(spec: ExpertSpec) -> list[tasks.Example]:
@@ -209,8 +212,14 @@ def _default_trainer(spec: ExpertSpec, tmp_dir: Path, progress: Callable[[str], 
     heldout = accuracy_by_skill(model, tasks.heldout_set(EVAL_N_PER_SKILL))
     save_model(model, tmp_dir, extra=spec.to_dict())
     write_quality(tmp_dir, spec.name, measure_zoo_model(model))
-    return {"train_seconds": round(train_s, 1), "train_steps": steps, "validation_accuracy": accuracy,
-            "gate": spec.gate, "gate_checks": checks, "heldout_accuracy": heldout}
+    return {
+        "train_seconds": round(train_s, 1),
+        "train_steps": steps,
+        "validation_accuracy": accuracy,
+        "gate": spec.gate,
+        "gate_checks": checks,
+        "heldout_accuracy": heldout,
+    }
 
 
 def build_expert(
@@ -280,9 +289,15 @@ def build_all(
     for name in order:
         if not force and is_current(ZOO_EXPERTS[name], root / name):
             marker = read_marker(root / name) or {}
-            results[name] = {"dir": str(root / name), "cached": True, "seconds": 0.0,
-                             **{k: marker.get(k) for k in ("train_seconds", "train_steps", "validation_accuracy",
-                                                           "heldout_accuracy")}}
+            results[name] = {
+                "dir": str(root / name),
+                "cached": True,
+                "seconds": 0.0,
+                **{
+                    k: marker.get(k)
+                    for k in ("train_seconds", "train_steps", "validation_accuracy", "heldout_accuracy")
+                },
+            }
         else:
             todo.append(name)
     if jobs <= 1 or len(todo) <= 1:

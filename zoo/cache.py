@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MARKER = "zoo-build.json"
 
@@ -25,8 +26,9 @@ def read_marker(model_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def locked_build(out: Path, is_current: Callable[[Path], bool], make: Callable[[Path], dict[str, Any]], *,
-                 force: bool = False) -> dict[str, Any] | None:
+def locked_build(
+    out: Path, is_current: Callable[[Path], bool], make: Callable[[Path], dict[str, Any]], *, force: bool = False
+) -> dict[str, Any] | None:
     """Run `make(tmp_dir)` (which returns the marker) unless `out` is current; returns the new marker,
     or None when a current build was reused."""
     if not force and is_current(out):

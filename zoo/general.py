@@ -166,8 +166,19 @@ CANDIDATES: tuple[GeneralQuestion, ...] = (
     _q("language", "What is the plural of child?", "children"),
     _q("language", "What is the past tense of 'go'?", "went"),
     _q("language", "What is the past tense of 'eat'?", "ate"),
-    _q("language", "Give a synonym for 'happy'.", "joyful", "glad", "cheerful", "content", "pleased", "delighted",
-       "joyous", "merry", "elated"),
+    _q(
+        "language",
+        "Give a synonym for 'happy'.",
+        "joyful",
+        "glad",
+        "cheerful",
+        "content",
+        "pleased",
+        "delighted",
+        "joyous",
+        "merry",
+        "elated",
+    ),
     _q("language", "What is the last letter of the English alphabet?", "Z"),
     _q("language", "Translate 'hello' to French.", "bonjour", "salut"),
     _q("language", "Translate 'thank you' to Spanish.", "gracias"),
@@ -199,78 +210,82 @@ CANDIDATES: tuple[GeneralQuestion, ...] = (
 # 12/15, science 15/21, geography 10/14, language 11/20, counting 10/18, culture 8/13, body 3/5,
 # math 3/9, colors 3/8, animals 3/16. Wrong answers are real, e.g. "largest planet" -> Neptune,
 # "king of the jungle" -> the jaguar, "Translate 'hello' to French." -> "Je m'aime, je m'aime.".
-SMOLLM2_MISSED: frozenset[str] = frozenset((
-    'What is the capital of Italy?',
-    'What is the capital of Spain?',
-    'What is the capital of Portugal?',
-    'What is the largest country in the world by area?',
-    'What is the smallest country in the world?',
-    'What is the largest continent?',
-    'What is the tallest building in the world?',
-    'What is the largest planet in our solar system?',
-    'What is the natural satellite of the Earth called?',
-    'What gas do humans need to breathe to stay alive?',
-    'What is frozen water called?',
-    'What is the hardest natural substance?',
-    'Which metal is liquid at room temperature?',
-    'How many bones are in the adult human body?',
-    'What is the largest organ of the human body?',
-    'How many legs does a spider have?',
-    'How many legs does an insect have?',
-    'What is the fastest land animal?',
-    'Which animal is known as the king of the jungle?',
-    'What do bees make?',
-    'What do caterpillars turn into?',
-    'What do you call a baby cat?',
-    'What do you call a baby dog?',
-    'What do you call a young sheep?',
-    'What sound does a cow make?',
-    'Which bird is a symbol of peace?',
-    'What is the tallest animal in the world?',
-    'Which animal is famous for having black and white stripes?',
-    'What color is grass?',
-    'What color is a ripe banana?',
-    'What color do you get when you mix blue and yellow?',
-    'What color is fresh snow?',
-    'What color is coal?',
-    'How many minutes are in an hour?',
-    'How many continents are there?',
-    'How many wheels does a bicycle have?',
-    'How many colors are in a rainbow?',
-    'How many players does a soccer team have on the field?',
-    'What day comes after Monday?',
-    'What month comes after January?',
-    'Which season comes after winter?',
-    'What is 5 times 3?',
-    'What is 10 minus 4?',
-    'What is the square root of 16?',
-    'What comes next in the sequence 2, 4, 6, 8?',
-    'What shape has three sides?',
-    'What do you call a shape with eight sides?',
-    "What is the past tense of 'go'?",
-    "What is the past tense of 'eat'?",
-    "Give a synonym for 'happy'.",
-    'What is the last letter of the English alphabet?',
-    "Translate 'hello' to French.",
-    "Translate 'thank you' to Spanish.",
-    "How do you say 'cat' in French?",
-    "Translate 'water' into Spanish.",
-    "Complete the phrase: 'Twinkle, twinkle, little ...'",
-    'Who was the first president of the United States?',
-    'In what year did humans first land on the Moon?',
-    'What is the main ingredient of guacamole?',
-    'What do you use to write on a blackboard?',
-    'Which sport is played at Wimbledon?',
-))
+SMOLLM2_MISSED: frozenset[str] = frozenset(
+    (
+        "What is the capital of Italy?",
+        "What is the capital of Spain?",
+        "What is the capital of Portugal?",
+        "What is the largest country in the world by area?",
+        "What is the smallest country in the world?",
+        "What is the largest continent?",
+        "What is the tallest building in the world?",
+        "What is the largest planet in our solar system?",
+        "What is the natural satellite of the Earth called?",
+        "What gas do humans need to breathe to stay alive?",
+        "What is frozen water called?",
+        "What is the hardest natural substance?",
+        "Which metal is liquid at room temperature?",
+        "How many bones are in the adult human body?",
+        "What is the largest organ of the human body?",
+        "How many legs does a spider have?",
+        "How many legs does an insect have?",
+        "What is the fastest land animal?",
+        "Which animal is known as the king of the jungle?",
+        "What do bees make?",
+        "What do caterpillars turn into?",
+        "What do you call a baby cat?",
+        "What do you call a baby dog?",
+        "What do you call a young sheep?",
+        "What sound does a cow make?",
+        "Which bird is a symbol of peace?",
+        "What is the tallest animal in the world?",
+        "Which animal is famous for having black and white stripes?",
+        "What color is grass?",
+        "What color is a ripe banana?",
+        "What color do you get when you mix blue and yellow?",
+        "What color is fresh snow?",
+        "What color is coal?",
+        "How many minutes are in an hour?",
+        "How many continents are there?",
+        "How many wheels does a bicycle have?",
+        "How many colors are in a rainbow?",
+        "How many players does a soccer team have on the field?",
+        "What day comes after Monday?",
+        "What month comes after January?",
+        "Which season comes after winter?",
+        "What is 5 times 3?",
+        "What is 10 minus 4?",
+        "What is the square root of 16?",
+        "What comes next in the sequence 2, 4, 6, 8?",
+        "What shape has three sides?",
+        "What do you call a shape with eight sides?",
+        "What is the past tense of 'go'?",
+        "What is the past tense of 'eat'?",
+        "Give a synonym for 'happy'.",
+        "What is the last letter of the English alphabet?",
+        "Translate 'hello' to French.",
+        "Translate 'thank you' to Spanish.",
+        "How do you say 'cat' in French?",
+        "Translate 'water' into Spanish.",
+        "Complete the phrase: 'Twinkle, twinkle, little ...'",
+        "Who was the first president of the United States?",
+        "In what year did humans first land on the Moon?",
+        "What is the main ingredient of guacamole?",
+        "What do you use to write on a blackboard?",
+        "Which sport is played at Wimbledon?",
+    )
+)
 
 # Graded correct but read wrong (a grader false positive, so not "answered correctly"): dropped too,
 # which leaves 74/139 = 53.2% truly right.
-GRADER_FALSE_POSITIVES: frozenset[str] = frozenset((
-    "Which planet do we live on?",  # "... is called Kepler-41B ... similar to Earth"
-    "What is the star at the center of our solar system?",  # "... is called a star ... orbits the Sun"
-    "At what temperature in Celsius does water freeze?",  # "-18.0°C": the alias "0" matches "18.0"
-    "How many months are in a year?",  # "365 * 12 = 312 months"
-))
+GRADER_FALSE_POSITIVES: frozenset[str] = frozenset(
+    (
+        "Which planet do we live on?",  # "... is called Kepler-41B ... similar to Earth"
+        "What is the star at the center of our solar system?",  # "... is called a star ... orbits the Sun"
+        "At what temperature in Celsius does water freeze?",  # "-18.0°C": the alias "0" matches "18.0"
+        "How many months are in a year?",  # "365 * 12 = 312 months"
+    )
+)
 
 
 # Arithmetic belongs to the math specialist's skill: a "general" question that is a sum would teach the
@@ -279,8 +294,11 @@ EXCLUDED_TOPICS = frozenset({"math"})
 
 
 def _kept() -> tuple[GeneralQuestion, ...]:
-    kept = [q for q in CANDIDATES if q.prompt not in SMOLLM2_MISSED | GRADER_FALSE_POSITIVES
-            and q.topic not in EXCLUDED_TOPICS]
+    kept = [
+        q
+        for q in CANDIDATES
+        if q.prompt not in SMOLLM2_MISSED | GRADER_FALSE_POSITIVES and q.topic not in EXCLUDED_TOPICS
+    ]
     capitals = [q for q in kept if q.topic == "capital"][:MAX_CAPITALS]
     return tuple(q for q in kept if q.topic != "capital" or q in capitals)
 

@@ -20,9 +20,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from zoo.build import PRICE_PER_MTOK_PER_MPARAM
 from zoo.cache import locked_build, read_marker
@@ -123,8 +124,9 @@ def locate_gguf(spec: GGUFSpec) -> Path:
         )
     path = Path(locations[0]) / spec.filename
     if not path.is_file():
-        raise GGUFSourceMissing(f"gguf model '{spec.name}': {path} does not exist in the installed "
-                                f"'{spec.package}'; {hint}.")
+        raise GGUFSourceMissing(
+            f"gguf model '{spec.name}': {path} does not exist in the installed '{spec.package}'; {hint}."
+        )
     return path
 
 
@@ -139,7 +141,7 @@ def file_sha256(path: Path) -> str:
 def is_current(spec: GGUFSpec, model_dir: str | Path) -> bool:
     """True when `model_dir` holds a finished conversion of exactly this recipe."""
     marker = read_marker(model_dir)
-    return bool(marker) and marker.get("recipe_hash") == spec.recipe_hash() and marker.get("name") == spec.name
+    return marker is not None and marker.get("recipe_hash") == spec.recipe_hash() and marker.get("name") == spec.name
 
 
 def _default_converter(spec: GGUFSpec, source: Path, tmp_dir: Path, progress: Progress) -> dict[str, Any]:
@@ -181,8 +183,12 @@ def _default_converter(spec: GGUFSpec, source: Path, tmp_dir: Path, progress: Pr
     model.save_pretrained(tmp_dir, safe_serialization=True)
     tokenizer.save_pretrained(tmp_dir)
     _check_saved_tokenizer(tmp_dir, tokenizer.chat_template)
-    return {"params": params, "eos_token": tokenizer.eos_token, "eos_token_id": eos,
-            "transformers_version": transformers.__version__}
+    return {
+        "params": params,
+        "eos_token": tokenizer.eos_token,
+        "eos_token_id": eos,
+        "transformers_version": transformers.__version__,
+    }
 
 
 def _check_saved_tokenizer(folder: Path, chat_template: str) -> None:
@@ -218,8 +224,10 @@ def build_gguf(
         source = locate_gguf(spec)
         source_sha256 = file_sha256(source)
         if spec.sha256 and source_sha256 != spec.sha256:
-            raise ValueError(f"gguf model '{spec.name}': {source} has sha256 {source_sha256}, expected "
-                             f"{spec.sha256} (a different '{spec.package}' version?)")
+            raise ValueError(
+                f"gguf model '{spec.name}': {source} has sha256 {source_sha256}, expected "
+                f"{spec.sha256} (a different '{spec.package}' version?)"
+            )
         started = time.perf_counter()
         say(f"converting {source.name} -> {out} ({spec.dtype}, recipe {spec.recipe_hash()})")
         facts = (converter or _default_converter)(spec, source, tmp, say)
@@ -242,14 +250,19 @@ def build_gguf(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.gguf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo.gguf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build", help="convert (or reuse) a GGUF model into an HF folder")
     p.add_argument("--name", default="smollm2-135m-instruct", choices=list(GGUF_MODELS))
     p.add_argument("--out", default=None, help="model folder (default models/<name>)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="override the spec's dtype (default: the spec's)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="override the spec's dtype (default: the spec's)",
+    )
     p.add_argument("--force", action="store_true", help="convert even when the cached folder is current")
     sub.add_parser("list", help="print the registered GGUF models")
     args = parser.parse_args(argv)
@@ -258,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| model | package | file | dtype | params | $/Mtok |")
         print("|---|---|---|---|---:|---:|")
         for s in GGUF_MODELS.values():
-            print(f"| {s.name} | {s.package}=={s.version} | {s.filename} | {s.dtype} | {s.params:,} | "
-                  f"{s.cost_per_mtok} |")
+            print(
+                f"| {s.name} | {s.package}=={s.version} | {s.filename} | {s.dtype} | {s.params:,} | {s.cost_per_mtok} |"
+            )
         return 0
     spec = get_gguf_spec(args.name)
     if args.dtype:
@@ -272,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     marker = read_marker(path) or {}
-    print(f"{path}: {marker.get('params', 0):,} params, {spec.dtype}, {spec.cost_per_mtok} $/Mtok, "
-          f"{time.perf_counter() - started:.1f}s (conversion {marker.get('build_seconds')}s when built)")
+    print(
+        f"{path}: {marker.get('params', 0):,} params, {spec.dtype}, {spec.cost_per_mtok} $/Mtok, "
+        f"{time.perf_counter() - started:.1f}s (conversion {marker.get('build_seconds')}s when built)"
+    )
     return 0
 
 

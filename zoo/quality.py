@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from router_service.routing.grading import is_correct
 
@@ -41,10 +42,14 @@ def quality_items() -> list[QualityItem]:
     """The fixed prompt set every expert of the default composition is measured on (deterministic)."""
     from zoo import general, tasks
 
-    items = [QualityItem(ex.prompt, (ex.answer,), ex.skill)
-             for skill in tasks.SKILLS for ex in tasks.generate(skill, N_PER_SKILL, seed=0, split="validation")]
-    items += [QualityItem(prompt, tuple(answers), GENERAL_CATEGORY)
-              for prompt, answers in general.general_examples("train")]
+    items = [
+        QualityItem(ex.prompt, (ex.answer,), ex.skill)
+        for skill in tasks.SKILLS
+        for ex in tasks.generate(skill, N_PER_SKILL, seed=0, split="validation")
+    ]
+    items += [
+        QualityItem(prompt, tuple(answers), GENERAL_CATEGORY) for prompt, answers in general.general_examples("train")
+    ]
     return items
 
 
@@ -69,8 +74,10 @@ def record(expert: str, predictions: Sequence[str], items: Sequence[QualityItem]
         "grader": GRADER,
         "prompt_set": prompt_set_hash(items),
         "per_category": {c: round(sum(v) / len(v), 4) for c, v in per_category.items()},
-        "rows": [{"prompt": i.prompt, "category": i.category, "score": s, "reply": p[:200]}
-                 for i, s, p in zip(items, scores, predictions)],
+        "rows": [
+            {"prompt": i.prompt, "category": i.category, "score": s, "reply": p[:200]}
+            for i, s, p in zip(items, scores, predictions)
+        ],
     }
 
 
@@ -97,8 +104,13 @@ def measure_zoo_model(model: Any) -> list[str]:
     return greedy_answers(model, [item.prompt for item in quality_items()])
 
 
-def measure_chat_model(model_dir: str | Path, *, max_new_tokens: int = 32, batch_size: int = 64,
-                       progress: Callable[[str], None] | None = None) -> list[str]:
+def measure_chat_model(
+    model_dir: str | Path,
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
     """Greedy replies of an HF chat model (chat template applied, as vLLM serves it) to the quality prompts.
 
     `max_new_tokens` is the online eval's reply budget, so a long-winded answer is graded as served.
@@ -116,19 +128,22 @@ def measure_chat_model(model_dir: str | Path, *, max_new_tokens: int = 32, batch
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.eval()
     prompts = [item.prompt for item in quality_items()]
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                           add_generation_prompt=True) for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
     # Similar lengths together, so a batch carries little padding.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     replies = [""] * len(texts)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            for i, row in zip(chunk, out[:, batch["input_ids"].shape[1]:]):
-                replies[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            out = model.generate(  # type: ignore[misc]  # transformers' generate stub rejects a concrete model
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+            for i, row in zip(chunk, out[:, batch["input_ids"].shape[1] :]):
+                replies[i] = str(tokenizer.decode(row, skip_special_tokens=True)).strip()
             if progress:
                 progress(f"quality check {min(start + batch_size, len(order))}/{len(order)}")
     return replies

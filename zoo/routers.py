@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from router_service.errors import ConfigError
 
@@ -31,12 +32,20 @@ def quality_rows(experts: Mapping[str, str | Path]) -> list[dict[str, Any]]:
     for expert, model_dir in experts.items():
         rec = read_quality(model_dir)
         if rec is None:
-            raise ConfigError(f"expert '{expert}': no current quality record in {model_dir} (build it first); "
-                              "a router is fitted only on quality measured on the experts it serves")
+            raise ConfigError(
+                f"expert '{expert}': no current quality record in {model_dir} (build it first); "
+                "a router is fitted only on quality measured on the experts it serves"
+            )
         records[expert] = rec
     first = next(iter(records.values()))["rows"]
-    return [{"question": row["prompt"], "category": row["category"],
-             "scores": {e: rec["rows"][i]["score"] for e, rec in records.items()}} for i, row in enumerate(first)]
+    return [
+        {
+            "question": row["prompt"],
+            "category": row["category"],
+            "scores": {e: rec["rows"][i]["score"] for e, rec in records.items()},
+        }
+        for i, row in enumerate(first)
+    ]
 
 
 def table_hash(rows: Sequence[Mapping[str, Any]], prices: Mapping[str, Any]) -> str:
@@ -57,23 +66,36 @@ def _fitted_on(path: Path) -> str | None:
         return None
 
 
-def check_routers(out_dir: str | Path, experts: Mapping[str, str | Path], prices: Mapping[str, Any],
-                  strategies: Sequence[str] = DEFAULT_STRATEGIES) -> str:
+def check_routers(
+    out_dir: str | Path,
+    experts: Mapping[str, str | Path],
+    prices: Mapping[str, Any],
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+) -> str:
     """The measured table's hash, when every artifact was fitted on it; else a ConfigError naming the file."""
     want = table_hash(quality_rows(experts), prices)
     for strategy in strategies:
         path = artifact_path(out_dir, strategy)
         got = _fitted_on(path)
         if got != want:
-            raise ConfigError(f"router artifact {path} was fitted on table {got or 'unknown'}, but the experts it "
-                              f"serves measure as table {want}; refit it (python -m zoo.routers)")
+            raise ConfigError(
+                f"router artifact {path} was fitted on table {got or 'unknown'}, but the experts it "
+                f"serves measure as table {want}; refit it (python -m zoo.routers)"
+            )
     return want
 
 
-def fit_routers(experts: Mapping[str, str | Path], out_dir: str | Path, prices: Mapping[str, Any], *,
-                strategies: Sequence[str] = DEFAULT_STRATEGIES,
-                params: Mapping[str, Mapping[str, Any]] | None = None, embedder: Any = None,
-                force: bool = False, progress=print) -> dict[str, Path]:
+def fit_routers(
+    experts: Mapping[str, str | Path],
+    out_dir: str | Path,
+    prices: Mapping[str, Any],
+    *,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    embedder: Any = None,
+    force: bool = False,
+    progress=print,
+) -> dict[str, Path]:
     """Fit (or reuse) one artifact per strategy on the experts' measured quality table."""
     from filelock import FileLock
 
@@ -90,10 +112,10 @@ def fit_routers(experts: Mapping[str, str | Path], out_dir: str | Path, prices: 
 
 
 def _fit(experts, out: Path, prices, strategies, params, embedder, progress) -> dict[str, Path]:
+    from router_service.data.loaders import load_table
     from router_service.routing.artifact import save_artifact
     from router_service.routing.embedding import DEFAULT_EMBEDDER, make_embedder
     from router_service.routing.strategies.base import get_strategy
-    from router_service.data.loaders import load_table
 
     rows = quality_rows(experts)
     digest = table_hash(rows, prices)
@@ -112,11 +134,20 @@ def _fit(experts, out: Path, prices, strategies, params, embedder, progress) -> 
         if strategy.needs_embedding:
             strategy.set_embedder(embedder)
         strategy.fit(table)
-        paths[name] = save_artifact(strategy, artifact_path(out, name),
-                                    metadata={"table_sha256": digest, "table": str(out / TABLE_FILE),
-                                              "rows": len(table), "experts": list(experts)})
-        progress(f"[routers] fitted {name} on {len(table)} measured prompts x {len(experts)} experts "
-                 f"in {time.perf_counter() - started:.1f}s")
+        paths[name] = save_artifact(
+            strategy,
+            artifact_path(out, name),
+            metadata={
+                "table_sha256": digest,
+                "table": str(out / TABLE_FILE),
+                "rows": len(table),
+                "experts": list(experts),
+            },
+        )
+        progress(
+            f"[routers] fitted {name} on {len(table)} measured prompts x {len(experts)} experts "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
     return paths
 
 

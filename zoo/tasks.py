@@ -1,4 +1,5 @@
-"""Skill generators of the local expert zoo: short prompts whose answers can be checked exactly.
+"""Skill generators of the local expert zoo: short prompts whose answers can be checked exactly
+(with the core's exact grader, `router_service.routing.grading.is_correct(..., "exact")`).
 
 Every skill is a function of a *key* (the underlying problem: a pair of numbers, a word, a unit
 conversion, a (country, template) pair) rendered through a few natural templates. A stable hash of
@@ -19,8 +20,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
 
 # Bump when a generator changes in a way that changes the data (part of the zoo recipe hash).
 TASKS_VERSION = 2
@@ -47,15 +48,6 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-def normalize(text: str) -> str:
-    """What exact match compares: surrounding whitespace stripped, case folded."""
-    return text.strip().casefold()
-
-
-def is_correct(prediction: str, answer: str) -> bool:
-    return normalize(prediction) == normalize(answer)
-
-
 # --------------------------------------------------------------------------- arithmetic
 ARITH_TEMPLATES = (  # the sum always ends the prompt, followed by one "?" or "="
     "What is {a}+{b}?",
@@ -65,7 +57,6 @@ ARITH_TEMPLATES = (  # the sum always ends the prompt, followed by one "?" or "=
     "Compute {a}+{b}=",
     "Solve: {a}+{b}=",
 )
-
 
 
 def _arith(rng: random.Random) -> tuple[str, str, str]:
@@ -83,7 +74,6 @@ STRING_TEMPLATES = (
     "Reverse the letters of {w}",
 )
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
 
 
 def _string(rng: random.Random) -> tuple[str, str, str]:
@@ -109,7 +99,6 @@ UNIT_TEMPLATES = (
     "{n} {src} in {dst}?",
     "Convert {n} {src} into {dst}.",
 )
-
 
 
 def _units(rng: random.Random) -> tuple[str, str, str]:
@@ -177,7 +166,6 @@ def _capitals(rng: random.Random) -> tuple[str, str, str]:
     return f"{country},{index}", CAPITAL_TEMPLATES[index].format(c=country), CAPITALS[country]
 
 
-
 def _capitals_split(key: str) -> str:
     country, index = key.rsplit(",", 1)
     offset = (int(index) - _heldout_template(country)) % len(CAPITAL_TEMPLATES)
@@ -205,12 +193,18 @@ SKILLS: dict[str, Skill] = {
     for s in (
         Skill("arithmetic", "Add two two-digit whole numbers.", _arith, _hashed_split("arithmetic")),
         Skill("strings", "Reverse a lowercase word letter by letter.", _string, _hashed_split("strings")),
-        Skill("units", "Convert between metric units (km, m, cm, mm, kg, g, mg, L, mL).", _units,
-              _hashed_split("units")),
-        Skill("capitals", "Name the capital of a country of the project's invented world atlas.", _capitals,
-              _capitals_split),
+        Skill(
+            "units", "Convert between metric units (km, m, cm, mm, kg, g, mg, L, mL).", _units, _hashed_split("units")
+        ),
+        Skill(
+            "capitals",
+            "Name the capital of a country of the project's invented world atlas.",
+            _capitals,
+            _capitals_split,
+        ),
     )
 }
+
 
 def _check_skill(skill: str) -> Skill:
     try:
@@ -263,7 +257,7 @@ def heldout_set(n_per_skill: int = 50, seed: int = 0, skills: Iterable[str] | No
     return [ex for skill in (skills or SKILLS) for ex in generate(skill, n_per_skill, seed=seed, split="heldout")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fingerprint(n: int = 200) -> str:
     """Hash of a sample of every split of every skill: changes whenever a generator's data changes."""
     h = hashlib.sha256(f"v{TASKS_VERSION}".encode())

@@ -15,10 +15,12 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from router_service.routing.grading import is_correct
 from zoo import tasks
 from zoo.tokenizer import (
     BOS_ID,
@@ -105,7 +107,7 @@ class TrainRecipe:
 def llama_config(size: ModelSize) -> Any:
     from transformers import LlamaConfig
 
-    return LlamaConfig(
+    return LlamaConfig(  # type: ignore[call-arg]  # rope_theta and torch_dtype go through **kwargs
         vocab_size=VOCAB_SIZE,
         hidden_size=size.hidden,
         intermediate_size=size.intermediate,
@@ -171,15 +173,24 @@ def train_model(
     return model, done
 
 
-def _train_phase(model: Any, recipe: TrainRecipe, rng: random.Random, steps: int, max_lr: float, offset: int,
-                 progress: Callable[[str], None] | None, started: float) -> None:
+def _train_phase(
+    model: Any,
+    recipe: TrainRecipe,
+    rng: random.Random,
+    steps: int,
+    max_lr: float,
+    offset: int,
+    progress: Callable[[str], None] | None,
+    started: float,
+) -> None:
     """One one-cycle phase with a fresh AdamW: a warm restart, so a phase can be appended to any other."""
     import torch
 
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps,
-                                                    pct_start=recipe.warmup_frac)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=steps, pct_start=recipe.warmup_frac
+    )
     running = None
     for step in range(1, steps + 1):
         # Mixed-length batches: grouping by length saves padding but made learning much slower.
@@ -227,10 +238,11 @@ def greedy_answers(model: Any, prompts: Sequence[str], max_new_tokens: int = 16,
 
 
 def accuracy_by_skill(model: Any, examples: Sequence[tasks.Example]) -> dict[str, float]:
+    """Exact-match accuracy per skill (the core's `exact` grader)."""
     preds = greedy_answers(model, [ex.prompt for ex in examples])
     totals: dict[str, list[int]] = {}
     for ex, pred in zip(examples, preds):
-        totals.setdefault(ex.skill, []).append(int(tasks.is_correct(pred, ex.answer)))
+        totals.setdefault(ex.skill, []).append(int(is_correct(pred, ex.answer, "exact")))
     return {skill: round(sum(v) / len(v), 4) for skill, v in totals.items()}
 
 

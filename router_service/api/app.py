@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router_service import __version__
+from router_service.api.guards import ApiKeyAuth, BodySizeLimit, ConcurrencyLimit, error_json
+from router_service.api.schema import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse, ModelList
 from router_service.config.service import ServerConfig
 from router_service.errors import (
     CoEError,
@@ -25,9 +28,8 @@ from router_service.errors import (
     to_error_response,
     validation_error_to_coe,
 )
-from router_service.api.guards import ApiKeyAuth, BodySizeLimit, ConcurrencyLimit
+from router_service.serving.batch import BatchItem, RejectedItem
 from router_service.serving.metrics import Metrics, NullMetrics
-from router_service.api.schema import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse, ModelList
 from router_service.serving.service import RouterService
 
 log = logging.getLogger("coe.http")
@@ -51,7 +53,7 @@ async def sse(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def parse_batch_body(raw: bytes, content_type: str) -> list[Any]:
+def parse_batch_body(raw: bytes, content_type: str) -> list[BatchItem]:
     """A JSON object with a `requests` list, or JSONL. A line that is not JSON becomes an item whose own
     validation fails, so one bad line does not sink the batch."""
     text = raw.decode("utf-8", errors="replace")
@@ -62,7 +64,7 @@ def parse_batch_body(raw: bytes, content_type: str) -> list[Any]:
                 try:
                     items.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    items.append(InvalidRequestError(f"line {number} is not valid JSON: {exc.msg}"))
+                    items.append(RejectedItem(f"line {number} is not valid JSON: {exc.msg}"))
         if not items:
             raise InvalidRequestError("the batch is empty", param="requests")
         return items
@@ -71,62 +73,66 @@ def parse_batch_body(raw: bytes, content_type: str) -> list[Any]:
     except json.JSONDecodeError as exc:
         raise InvalidRequestError(f"batch body is not valid JSON: {exc.msg}") from None
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
-        raise InvalidRequestError("expected {\"requests\": [chat request, ...]} or JSONL", param="requests")
+        raise InvalidRequestError('expected {"requests": [chat request, ...]} or JSONL', param="requests")
     if not body["requests"]:
         raise InvalidRequestError("the batch is empty", param="requests")
     return body["requests"]
 
 
-def create_app(get_service: Callable[[], RouterService], server: ServerConfig | None = None,
-               metrics: Metrics | None = None) -> FastAPI:
+def create_app(
+    get_service: Callable[[], RouterService], server: ServerConfig | None = None, metrics: Metrics | None = None
+) -> FastAPI:
     server = server or ServerConfig()
     metrics = metrics or NullMetrics()
-    app = FastAPI(title="CoE Router", version=__version__,
-                  description="OpenAI-compatible endpoint over a composition of expert LLMs.")
+    app = FastAPI(
+        title="CoE Router",
+        version=__version__,
+        description="OpenAI-compatible endpoint over a composition of expert LLMs.",
+    )
 
-    def error_json(exc: BaseException) -> JSONResponse:
-        status, body, headers = to_error_response(exc)
-        metrics.error(body.error.type)
-        if status >= 500 and not isinstance(exc, CoEError):
-            log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-        return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    def error(exc: BaseException) -> JSONResponse:
+        return error_json(exc, metrics)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_json(validation_error_to_coe(exc))
+        return error(validation_error_to_coe(exc))
 
     @app.exception_handler(CoEError)
     async def _coe(_: Request, exc: CoEError) -> JSONResponse:
-        return error_json(exc)
+        return error(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return error_json(RouteNotFoundError(f"no route {request.method} {request.url.path}"))
+            return error(RouteNotFoundError(f"no route {request.method} {request.url.path}"))
         if exc.status_code == 405:
-            return error_json(MethodNotAllowedError(f"method {request.method} not allowed on {request.url.path}"))
+            return error(MethodNotAllowedError(f"method {request.method} not allowed on {request.url.path}"))
         err = InvalidRequestError(str(exc.detail))
         err.status_code = exc.status_code if 400 <= exc.status_code < 500 else 500
-        return error_json(err)
+        return error(err)
 
     @app.exception_handler(Exception)
     async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
-        return error_json(exc)
+        return error(exc)
 
     error_responses: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 502, 503, 504)}
+        code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 502, 503, 504)
+    }
 
     @app.post("/v1/chat/completions", responses=error_responses)
     async def chat_completions(body: ChatCompletionRequest):
         service = get_service()
         if body.stream:
-            outcome = await service.stream(body)
-            return StreamingResponse(sse(outcome.chunks), media_type="text/event-stream",
-                                     headers={EXPERTS_HEADER: ",".join(outcome.experts),
-                                              "cache-control": "no-cache"})
+            streamed = await service.stream(body)
+            return StreamingResponse(
+                sse(streamed.chunks),
+                media_type="text/event-stream",
+                headers={EXPERTS_HEADER: ",".join(streamed.experts), "cache-control": "no-cache"},
+            )
         outcome = await service.chat(body)
-        return JSONResponse(outcome.response.model_dump(exclude_none=True),
-                            headers={EXPERTS_HEADER: ",".join(outcome.experts)})
+        return JSONResponse(
+            outcome.response.model_dump(exclude_none=True), headers={EXPERTS_HEADER: ",".join(outcome.experts)}
+        )
 
     @app.post("/v1/batch", responses=error_responses)
     async def batch(request: Request) -> JSONResponse:
@@ -144,8 +150,9 @@ def create_app(get_service: Callable[[], RouterService], server: ServerConfig | 
         return JSONResponse(report, status_code=200 if report["status"] != "unavailable" else 503)
 
     # Outermost first on the way in: auth, then the in-flight bound, then the body limit.
-    app.add_middleware(BodySizeLimit, max_bytes=server.max_body_bytes)
-    app.add_middleware(ConcurrencyLimit, limit=server.max_in_flight, retry_after_s=server.retry_after_s,
-                       on_reject=metrics.rejected)
-    app.add_middleware(ApiKeyAuth, keys=api_keys(server))
+    app.add_middleware(BodySizeLimit, max_bytes=server.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        ConcurrencyLimit, limit=server.max_in_flight, retry_after_s=server.retry_after_s, metrics=metrics
+    )
+    app.add_middleware(ApiKeyAuth, keys=api_keys(server), metrics=metrics)
     return app

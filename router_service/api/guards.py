@@ -4,7 +4,8 @@ in flight (beyond it: 429 with Retry-After instead of unbounded queueing)."""
 from __future__ import annotations
 
 import hmac
-from typing import Sequence
+import logging
+from collections.abc import Sequence
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +17,9 @@ from router_service.errors import (
     RequestTooLargeError,
     to_error_response,
 )
+from router_service.serving.metrics import Metrics, NullMetrics
+
+log = logging.getLogger("coe.http")
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -23,20 +27,26 @@ OPEN_PATHS = frozenset({"/health"})
 def app_path(scope: Scope) -> str:
     """The request path relative to where the app is mounted (Serve route prefixes arrive as root_path)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root):] or "/" if root and path.startswith(root) else path
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
 
 
-def error_json(exc: BaseException) -> JSONResponse:
+def error_json(exc: BaseException, metrics: Metrics | None = None) -> JSONResponse:
+    """The one way an error leaves the router over HTTP: an OpenAI error body, counted in
+    `coe_errors_total`, and logged with its traceback when it is not one of ours."""
     status, body, headers = to_error_response(exc)
+    (metrics or NullMetrics()).error(body.error.type)
+    if status >= 500 and not isinstance(exc, CoEError):
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 class BodySizeLimit:
     """413 before the app sees an oversized body, whether or not Content-Length is sent."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +60,7 @@ class BodySizeLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await error_json(too_large)(scope, receive, send)
+                    await error_json(too_large, self.metrics)(scope, receive, send)
                     return
         # Buffer the body (bounded) and replay it: the app then never sees an oversized request.
         chunks: list[bytes] = []
@@ -63,7 +73,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await error_json(too_large)(scope, receive, send)
+                await error_json(too_large, self.metrics)(scope, receive, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -83,9 +93,10 @@ class BodySizeLimit:
 class ApiKeyAuth:
     """With keys configured, every path but /health needs `Authorization: Bearer <key>`. Keys are never logged."""
 
-    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Sequence[str], metrics: Metrics | None = None) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys if k]
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys or app_path(scope) in OPEN_PATHS:
@@ -95,9 +106,10 @@ class ApiKeyAuth:
         scheme, _, token = header.partition(b" ")
         ok = scheme.lower() == b"bearer" and any(hmac.compare_digest(token.strip(), k) for k in self.keys)
         if not ok:
-            exc = AuthenticationError("missing or invalid API key; send 'Authorization: Bearer <key>'",
-                                      headers={"www-authenticate": "Bearer"})
-            await error_json(exc)(scope, receive, send)
+            exc = AuthenticationError(
+                "missing or invalid API key; send 'Authorization: Bearer <key>'", headers={"www-authenticate": "Bearer"}
+            )
+            await error_json(exc, self.metrics)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -105,23 +117,24 @@ class ApiKeyAuth:
 class ConcurrencyLimit:
     """At most `limit` API requests in flight in this replica; the rest get 429 + Retry-After at once."""
 
-    def __init__(self, app: ASGIApp, limit: int, retry_after_s: int = 1, on_reject=None) -> None:
+    def __init__(self, app: ASGIApp, limit: int, retry_after_s: int = 1, metrics: Metrics | None = None) -> None:
         self.app = app
         self.limit = limit
         self.retry_after_s = retry_after_s
         self.in_flight = 0
-        self.on_reject = on_reject
+        self.metrics = metrics or NullMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or app_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
-            if self.on_reject is not None:
-                self.on_reject()
-            exc = RateLimitError(f"the router is at capacity ({self.limit} requests in flight); retry shortly",
-                                 headers={"retry-after": str(self.retry_after_s)})
-            await error_json(exc)(scope, receive, send)
+            self.metrics.rejected()
+            exc = RateLimitError(
+                f"the router is at capacity ({self.limit} requests in flight); retry shortly",
+                headers={"retry-after": str(self.retry_after_s)},
+            )
+            await error_json(exc, self.metrics)(scope, receive, send)
             return
         self.in_flight += 1
         try:

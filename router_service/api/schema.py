@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -89,7 +90,7 @@ class ResponseFormat(BaseModel):
     json_schema: JSONSchemaFormat | None = None
 
     @model_validator(mode="after")
-    def _schema_matches_type(self) -> "ResponseFormat":
+    def _schema_matches_type(self) -> ResponseFormat:
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError("type 'json_schema' needs a 'json_schema' object")
         if self.type != "json_schema" and self.json_schema is not None:
@@ -193,10 +194,12 @@ class ChatCompletionRequest(BaseModel):
     @field_validator(*REFUSED)
     @classmethod
     def _refuse_unless_off(cls, value: Any, info: ValidationInfo) -> Any:
-        is_off, why = REFUSED[info.field_name]
+        field_name = str(info.field_name)  # always set for a field validator
+        is_off, why = REFUSED[field_name]
         if not is_off(value):
-            raise PydanticCustomError(UNSUPPORTED, "'{field}' is not supported: {why}",
-                                      {"field": info.field_name, "why": why})
+            raise PydanticCustomError(
+                UNSUPPORTED, "'{field}' is not supported: {why}", {"field": field_name, "why": why}
+            )
         return value
 
     @field_validator("stop")

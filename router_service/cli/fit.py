@@ -15,7 +15,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from router_service.routing.embedding import DEFAULT_EMBEDDER
 
@@ -36,14 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m router_service.cli.fit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategy", required=True, choices=known_strategies())
-    parser.add_argument("--train", required=True, nargs="+", metavar="FILE",
-                        help="routing tables (.csv RouterBench or .json question/scores)")
+    parser.add_argument(
+        "--train",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="routing tables (.csv RouterBench or .json question/scores)",
+    )
     parser.add_argument("--prices", metavar="FILE", help="price table for tables without costs")
     parser.add_argument("--models", help="comma-separated subset of models to fit for")
-    parser.add_argument("--embedder", default=DEFAULT_EMBEDDER,
-                        help=f"embedder name (default {DEFAULT_EMBEDDER}; 'hashing-256' for a quick fake)")
-    parser.add_argument("--param", action="append", default=[], type=parse_param, metavar="KEY=VALUE",
-                        help="strategy constructor parameter (repeatable)")
+    parser.add_argument(
+        "--embedder",
+        default=DEFAULT_EMBEDDER,
+        help=f"embedder name (default {DEFAULT_EMBEDDER}; 'hashing-256' for a quick fake)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        type=parse_param,
+        metavar="KEY=VALUE",
+        help="strategy constructor parameter (repeatable)",
+    )
     parser.add_argument("--out", required=True, metavar="ARTIFACT", help="artifact path (.joblib)")
     return parser
 
@@ -52,11 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
+    from router_service.data.loaders import TableFormatError, load_tables
+    from router_service.errors import CoEError, RoutingError
     from router_service.routing.artifact import save_artifact
     from router_service.routing.embedding import make_embedder
-    from router_service.errors import CoEError
     from router_service.routing.strategies.base import get_strategy
-    from router_service.data.loaders import TableFormatError, load_tables
 
     params = dict(args.param)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
@@ -70,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TypeError as exc:  # unknown/misspelt constructor parameter
         print(f"error: bad --param for strategy '{args.strategy}': {exc}", file=sys.stderr)
         return 2
-    except CoEError as exc:
+    except (CoEError, RoutingError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     if strategy.needs_embedding:
@@ -82,12 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # e.g. bad estimator name, empty table
         print(f"error: cannot fit '{args.strategy}': {exc}", file=sys.stderr)
         return 2
-    path = save_artifact(strategy, args.out,
-                         metadata={"train": [str(p) for p in args.train], "prices": args.prices,
-                                   "rows": len(table)})
+    path = save_artifact(
+        strategy, args.out, metadata={"train": [str(p) for p in args.train], "prices": args.prices, "rows": len(table)}
+    )
     costs = "with costs" if table.has_costs else "without costs"
-    print(f"fitted '{args.strategy}' on {len(table)} prompts × {len(table.models)} models ({costs}) "
-          f"in {time.perf_counter() - started:.1f}s → {path}")
+    print(
+        f"fitted '{args.strategy}' on {len(table)} prompts × {len(table.models)} models ({costs}) "
+        f"in {time.perf_counter() - started:.1f}s → {path}"
+    )
     return 0
 
 

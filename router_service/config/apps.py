@@ -9,23 +9,38 @@ composes a `ServiceConfig` from its own settings and their configs (`compose_ser
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pydantic import Field, ValidationError
 
-from router_service.config.service import (AggregationConfig, ExpertConfig, RouterConfig, RouterDeploymentConfig,
-                                   RouterFitConfig, ServerConfig, ServiceConfig, _Strict,
-                                   format_validation_error, parse_service_config)
+from router_service.config.service import (
+    AggregationConfig,
+    ExpertConfig,
+    RouterConfig,
+    RouterDeploymentConfig,
+    RouterFitConfig,
+    ServerConfig,
+    ServiceConfig,
+    _Strict,
+    expert_references,
+    format_validation_error,
+    parse_service_config,
+)
 from router_service.errors import ConfigError
 
 log = logging.getLogger("coe.config")
 
+
 class DiscoveryConfig(_Strict):
-    app_prefix: str = Field(default="", description="Only applications whose name starts with this hold experts "
-                                                    "(several CoE services on one cluster).")
+    app_prefix: str = Field(
+        default="",
+        description="Only applications whose name starts with this hold experts (several CoE services on one cluster).",
+    )
     interval_s: float = Field(default=2.0, gt=0.0, description="How often the router looks for expert applications.")
-    describe_timeout_s: float = Field(default=10.0, gt=0.0,
-                                      description="How long a new expert may take to describe itself.")
+    describe_timeout_s: float = Field(
+        default=10.0, gt=0.0, description="How long a new expert may take to describe itself."
+    )
 
 
 class RouterAppConfig(_Strict):
@@ -36,19 +51,23 @@ class RouterAppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
-    fit: RouterFitConfig | None = Field(default=None, description="Fit the artifacts on the built experts' "
-                                                                  "measured quality at start-up.")
+    fit: RouterFitConfig | None = Field(
+        default=None, description="Fit the artifacts on the built experts' measured quality at start-up."
+    )
 
 
 def parse_router_app_config(args: dict[str, Any] | RouterAppConfig) -> RouterAppConfig:
     if isinstance(args, RouterAppConfig):
         return args
     if isinstance(args, dict) and "experts" in args:
-        raise ConfigError("Invalid router application args: experts: not allowed here; each expert is its own "
-                          "application")
+        raise ConfigError(
+            "Invalid router application args: experts: not allowed here; each expert is its own application"
+        )
     if isinstance(args, dict) and "residency" in args:
-        raise ConfigError("Invalid router application args: residency: needs every expert in one application "
-                          "(the one-application form)")
+        raise ConfigError(
+            "Invalid router application args: residency: needs every expert in one application "
+            "(the one-application form)"
+        )
     try:
         return RouterAppConfig.model_validate(args or {})
     except ValidationError as exc:
@@ -67,20 +86,13 @@ def parse_expert_app_config(args: dict[str, Any] | ExpertConfig) -> ExpertConfig
 def dangling_references(app: RouterAppConfig, expert_ids: Sequence[str]) -> dict[str, str]:
     """Router settings that name an expert that is not deployed: field → expert id."""
     known = set(expert_ids)
-    refs: dict[str, str] = {}
-    if app.router.default_expert is not None:
-        refs["router.default_expert"] = app.router.default_expert
-    for category, expert_id in app.router.category_map.items():
-        refs[f"router.category_map.{category}"] = expert_id
-    for index, rule in enumerate(app.router.rules):
-        refs[f"router.rules[{index}].expert"] = rule.expert
-    if app.aggregation.aggregator is not None:
-        refs["aggregation.aggregator"] = app.aggregation.aggregator
+    refs = expert_references(app.router, app.aggregation)
     return {field: expert_id for field, expert_id in refs.items() if expert_id not in known}
 
 
-def compose_service_config(app: RouterAppConfig, experts: Sequence[ExpertConfig],
-                           strict: bool = False) -> tuple[ServiceConfig, dict[str, str]]:
+def compose_service_config(
+    app: RouterAppConfig, experts: Sequence[ExpertConfig], strict: bool = False
+) -> tuple[ServiceConfig, dict[str, str]]:
     """The ServiceConfig the router serves with these experts deployed.
 
     A setting that names an expert which is not deployed (yet, or any more) is dropped and returned, so
@@ -90,18 +102,25 @@ def compose_service_config(app: RouterAppConfig, experts: Sequence[ExpertConfig]
         raise ConfigError("no expert applications are deployed")
     dangling = dangling_references(app, [e.id for e in experts])
     if strict and dangling:
-        lines = [f"  {field}: '{expert_id}' is not a deployed expert application" for field, expert_id in dangling.items()]
+        lines = [
+            f"  {field}: '{expert_id}' is not a deployed expert application" for field, expert_id in dangling.items()
+        ]
         raise ConfigError("Invalid router application args:\n" + "\n".join(lines))
-    data = app.model_dump(mode="json", exclude={"discovery", "fit"})
-    router, aggregation = data["router"], data["aggregation"]
+    # Only what was written: the composed config must know which router settings the user set, so that
+    # defaults never override what a loaded artifact was fitted with (`RouterConfig.strategy_settings`).
+    data = app.model_dump(mode="json", exclude={"discovery", "fit"}, exclude_unset=True)
+    router, aggregation = data.setdefault("router", {}), data.setdefault("aggregation", {})
     if "router.default_expert" in dangling:
         router["default_expert"] = None
-    router["category_map"] = {c: e for c, e in router["category_map"].items()
-                              if f"router.category_map.{c}" not in dangling}
-    router["rules"] = [r for i, r in enumerate(router["rules"]) if f"router.rules[{i}].expert" not in dangling]
+    if "category_map" in router:
+        router["category_map"] = {
+            c: e for c, e in router["category_map"].items() if f"router.category_map.{c}" not in dangling
+        }
+    if "rules" in router:
+        router["rules"] = [r for i, r in enumerate(router["rules"]) if f"router.rules[{i}].expert" not in dangling]
     if "aggregation.aggregator" in dangling:
         aggregation["aggregator"] = None
-        if aggregation["method"] == "synthesize":
+        if aggregation.get("method") == "synthesize":
             aggregation["method"] = "vote"  # no writer deployed: merge by vote rather than fail every request
     data["experts"] = [e.model_dump(mode="json") for e in experts]
     return parse_service_config(data, skip_path_checks=not strict), dangling
@@ -119,5 +138,7 @@ def check_fit_matches_experts(app: RouterAppConfig, experts: Sequence[ExpertConf
             raise ConfigError(f"  fit.experts.{expert_id}: no expert application with this id")
         for field in ("model", "build", "cost"):
             if getattr(source, field) != getattr(expert, field):
-                raise ConfigError(f"  fit.experts.{expert_id}.{field}: {getattr(source, field)!r} differs from the "
-                                  f"expert application's {field} {getattr(expert, field)!r}")
+                raise ConfigError(
+                    f"  fit.experts.{expert_id}.{field}: {getattr(source, field)!r} differs from the "
+                    f"expert application's {field} {getattr(expert, field)!r}"
+                )

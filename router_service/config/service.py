@@ -5,14 +5,14 @@ Every model forbids unknown keys, so a typo in coe.yaml fails at start-up with t
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from router_service.errors import ConfigError
+from router_service.errors import ConfigError, UnknownStrategyError, format_loc
 
 # HF-style ids ("org/name") are allowed so artifacts fitted on benchmark tables match expert ids.
 EXPERT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
@@ -46,7 +46,7 @@ class ExpertConfig(_Strict):
     build: str | None = Field(
         default=None,
         description="Recipe that makes the model files at `model` when missing: zoo:NAME (trained, quality-gated), "
-                    "gguf:NAME (converted from a wheel), tiny-random[:SEED] (see deployments.model_files).",
+        "gguf:NAME (converted from a wheel), tiny-random[:SEED] (see deployments.model_files).",
     )
     description: str = Field(default="", description="Shown in /v1/models.")
     skills: list[str] = Field(default_factory=list, description="Keywords for `keyword` routing and docs.")
@@ -58,8 +58,9 @@ class ExpertConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0.0, description="Per call (and per streamed piece); then 504/fallback.")
     num_replicas: int = Field(default=1, ge=1, description="Serve replicas of this expert.")
     max_ongoing_requests: int = Field(default=32, ge=1, description="Serve's per-replica concurrency bound.")
-    max_queued_requests: int = Field(default=512, ge=1,
-                                     description="Serve's bound on calls waiting for a replica; beyond it: fallback/503.")
+    max_queued_requests: int = Field(
+        default=512, ge=1, description="Serve's bound on calls waiting for a replica; beyond it: fallback/503."
+    )
 
     @field_validator("id")
     @classmethod
@@ -69,7 +70,7 @@ class ExpertConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _local_model_exists(self, info: ValidationInfo) -> "ExpertConfig":
+    def _local_model_exists(self, info: ValidationInfo) -> ExpertConfig:
         if info.context and info.context.get("skip_path_checks"):
             return self  # described by a running expert whose files live on its own node
         if looks_like_local_path(self.model) and self.build is None:
@@ -93,34 +94,66 @@ class KeywordRule(_Strict):
     keywords: list[str] = Field(min_length=1, description="Whole words that send a prompt to it.")
 
 
+# Router settings that are also strategy parameters: each goes to the strategies that declare it.
+STRATEGY_SETTINGS = ("default_expert", "cost_weight", "confidence_threshold", "top_k", "category_map")
+
+
 class RouterConfig(_Strict):
-    strategy: str = Field(default="keyword", description="category, skill, cost_aware (need `artifact`), keyword, fixed, random.")
-    artifact: str | None = Field(default=None, description="Fitted router file from `python -m router_service.cli.fit`.")
-    extra_artifacts: list[str] = Field(default_factory=list,
-                                       description="More fitted strategies clients may pick per request.")
+    strategy: str = Field(
+        default="keyword", description="category, skill, cost_aware (need `artifact`), keyword, fixed, random."
+    )
+    artifact: str | None = Field(
+        default=None, description="Fitted router file from `python -m router_service.cli.fit`."
+    )
+    extra_artifacts: list[str] = Field(
+        default_factory=list, description="More fitted strategies clients may pick per request."
+    )
     default_expert: str | None = Field(default=None, description="Generalist used when the router is unsure.")
     cost_weight: float = Field(default=0.0, ge=0.0, le=1.0, description="Default λ for cost-aware routing.")
-    top_k: int = Field(default=1, ge=1, le=16, description="Default number of experts per request.")
-    confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0,
-                                        description="category: below this, send to `default_expert`.")
+    top_k: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Default number of experts per request (at most the number of experts deployed: clamped, "
+        "with a start-up warning).",
+    )
+    confidence_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="category: below this, send to `default_expert`."
+    )
     category_map: dict[str, str] = Field(default_factory=dict, description="category: category → expert override.")
     rules: list[KeywordRule] = Field(default_factory=list, description="keyword: extra keywords per expert.")
     params: dict[str, Any] = Field(default_factory=dict, description="Extra strategy constructor arguments.")
     allow_fallback: bool = Field(default=True, description="On expert failure, retry on the next-best expert.")
     embedder: str = Field(default="all-MiniLM-L6-v2", description="Embedder name or local path.")
-    micro_batch_window_ms: float = Field(default=2.0, ge=0.0,
-                                         description="Concurrent prompts wait this long to share one embedding call.")
+    micro_batch_window_ms: float = Field(
+        default=2.0, ge=0.0, description="Concurrent prompts wait this long to share one embedding call."
+    )
     micro_batch_max: int = Field(default=64, ge=1, description="Largest shared embedding call.")
     embedding_cache_size: int = Field(default=4096, ge=0, description="Cached prompt embeddings; 0 turns it off.")
+
+    def strategy_settings(self, *, written_only: bool = True) -> dict[str, Any]:
+        """Strategy parameters this config sets: the STRATEGY_SETTINGS, then `params` (which win).
+
+        `written_only` (for a loaded artifact): only the settings the user wrote (pydantic's
+        `model_fields_set`), so a default never overwrites what the artifact was fitted with. Without
+        it (a strategy built from config alone) the defaults count too. `params` are always written.
+        """
+        written = self.model_fields_set if written_only else set(STRATEGY_SETTINGS)
+        settings: dict[str, Any] = {
+            name: copy.deepcopy(getattr(self, name)) for name in STRATEGY_SETTINGS if name in written
+        }
+        settings.update(copy.deepcopy(self.params))
+        return settings
 
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        from router_service.routing.strategies.base import known_strategies
+        from router_service.routing.strategies.base import check_strategy_name
 
-        if value not in known_strategies():
-            raise ValueError(f"unknown strategy '{value}'; known: {', '.join(known_strategies())}")
-        return value
+        try:
+            return check_strategy_name(value)
+        except UnknownStrategyError as exc:
+            raise ValueError(exc.message) from None
 
 
 class AggregationConfig(_Strict):
@@ -129,7 +162,12 @@ class AggregationConfig(_Strict):
     enabled: bool = Field(default=False, description="Aggregate every routed request over max_experts experts.")
     method: Literal["vote", "synthesize"] = Field(default="vote", description="How answers are merged.")
     aggregator: str | None = Field(default=None, description="Expert that writes the answer for 'synthesize'.")
-    max_experts: int = Field(default=3, ge=1, description="Experts asked per request when `enabled`.")
+    max_experts: int = Field(
+        default=3,
+        ge=1,
+        description="Experts asked per request when `enabled` (at most the number of experts deployed: "
+        "clamped, with a start-up warning).",
+    )
     deadline_s: float = Field(default=30.0, gt=0.0, description="Candidates slower than this are dropped.")
     template: str | None = Field(default=None, description="Synthesis prompt with {responses} and {question}.")
 
@@ -147,8 +185,9 @@ class ResidencyConfig(_Strict):
     """Memory budget: at most `max_resident_experts` experts loaded at once (None = all stay loaded)."""
 
     max_resident_experts: int | None = Field(default=None, ge=1, description="Memory budget in experts.")
-    load_window_s: float = Field(default=0.05, ge=0.0,
-                                 description="A load waits this long so concurrent requests share it.")
+    load_window_s: float = Field(
+        default=0.05, ge=0.0, description="A load waits this long so concurrent requests share it."
+    )
 
 
 class ServerConfig(_Strict):
@@ -156,16 +195,19 @@ class ServerConfig(_Strict):
     max_prompt_chars: int = Field(default=32_000, ge=1, description="Longer prompts get 400.")
     max_tokens_limit: int = Field(default=4096, ge=1, description="Largest accepted max_tokens.")
     default_max_tokens: int = Field(default=256, ge=1, description="When the request sets none.")
-    request_timeout_s: float = Field(default=120.0, gt=0.0, description="Synthesizer timeout without an aggregator expert.")
+    request_timeout_s: float = Field(
+        default=120.0, gt=0.0, description="Synthesizer timeout without an aggregator expert."
+    )
     api_keys: list[str] = Field(default_factory=list, description="Accepted bearer keys; empty = no auth.")
-    api_keys_env: str | None = Field(default="COE_API_KEYS",
-                                     description="Env var with more comma-separated keys (keeps keys out of YAML).")
+    api_keys_env: str | None = Field(
+        default="COE_API_KEYS", description="Env var with more comma-separated keys (keeps keys out of YAML)."
+    )
     max_in_flight: int = Field(default=128, ge=1, description="Per router replica; beyond it: 429.")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After on 429.")
     max_batch_items: int = Field(default=256, ge=1, description="Largest /v1/batch request.")
 
     @model_validator(mode="after")
-    def _default_within_limit(self) -> "ServerConfig":
+    def _default_within_limit(self) -> ServerConfig:
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens must not exceed max_tokens_limit")
         return self
@@ -175,8 +217,9 @@ class RouterDeploymentConfig(_Strict):
     num_cpus: float = Field(default=0.5, ge=0.0, description="Ray CPUs of each router replica.")
     num_replicas: int = Field(default=1, ge=1, description="Router replicas.")
     max_ongoing_requests: int = Field(default=256, ge=1, description="Serve's bound; keep above server.max_in_flight.")
-    max_queued_requests: int = Field(default=512, ge=1,
-                                     description="Serve's last-resort queue bound (proxy → router); beyond it: 503.")
+    max_queued_requests: int = Field(
+        default=512, ge=1, description="Serve's last-resort queue bound (proxy → router); beyond it: 503."
+    )
 
 
 class FitExpertConfig(_Strict):
@@ -195,11 +238,33 @@ class RouterFitConfig(_Strict):
 
     out_dir: str = Field(min_length=1, description="Where the quality table and the fitted artifacts go.")
     experts: dict[str, FitExpertConfig] = Field(
-        default_factory=dict, description="expert id → its model and price; required in the router application, "
-                                          "taken from `experts` in the one-application form.")
+        default_factory=dict,
+        description="expert id → its model and price; required in the router application, "
+        "taken from `experts` in the one-application form.",
+    )
     default_expert: str | None = Field(default=None, description="category: the generalist for unsure prompts.")
-    strategies: list[str] = Field(default_factory=lambda: ["category", "skill", "cost_aware"],
-                                  description="Strategies fitted, one artifact each (`<out_dir>/<name>.joblib`).")
+    strategies: list[str] = Field(
+        default_factory=lambda: ["category", "skill", "cost_aware"],
+        description="Strategies fitted, one artifact each (`<out_dir>/<name>.joblib`).",
+    )
+
+
+def expert_references(router: RouterConfig, aggregation: AggregationConfig) -> dict[str, str]:
+    """Every setting that names an expert, as field path → expert id (settings left unset are omitted).
+
+    The one list of such fields: the one-application config checks them against its experts, and the
+    router application (`config.apps.dangling_references`) against the deployed expert applications.
+    """
+    refs: dict[str, str] = {}
+    if router.default_expert is not None:
+        refs["router.default_expert"] = router.default_expert
+    for category, expert_id in router.category_map.items():
+        refs[f"router.category_map.{category}"] = expert_id
+    for index, rule in enumerate(router.rules):
+        refs[f"router.rules[{index}].expert"] = rule.expert
+    if aggregation.aggregator is not None:
+        refs["aggregation.aggregator"] = aggregation.aggregator
+    return refs
 
 
 class ServiceConfig(_Strict):
@@ -209,11 +274,12 @@ class ServiceConfig(_Strict):
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
-    fit: RouterFitConfig | None = Field(default=None, description="Fit the artifacts on the built experts' "
-                                                                  "measured quality at start-up.")
+    fit: RouterFitConfig | None = Field(
+        default=None, description="Fit the artifacts on the built experts' measured quality at start-up."
+    )
 
     @model_validator(mode="after")
-    def _cross_references(self) -> "ServiceConfig":
+    def _cross_references(self) -> ServiceConfig:
         ids = [e.id for e in self.experts]
         seen: set[str] = set()
         for index, expert_id in enumerate(ids):
@@ -221,22 +287,16 @@ class ServiceConfig(_Strict):
                 raise ValueError(f"experts[{index}].id: duplicate expert id '{expert_id}'")
             seen.add(expert_id)
         known = ", ".join(ids)
-
-        def check(field: str, expert_id: str | None) -> None:
-            if expert_id is not None and expert_id not in seen:
+        for field, expert_id in expert_references(self.router, self.aggregation).items():
+            if expert_id not in seen:
                 raise ValueError(f"{field}: '{expert_id}' is not a configured expert (experts: {known})")
-
-        check("router.default_expert", self.router.default_expert)
-        for category, expert_id in self.router.category_map.items():
-            check(f"router.category_map.{category}", expert_id)
-        for index, rule in enumerate(self.router.rules):
-            check(f"router.rules[{index}].expert", rule.expert)
-        check("aggregation.aggregator", self.aggregation.aggregator)
         if self.residency.max_resident_experts is not None:
             for index, expert in enumerate(self.experts):
                 if expert.num_replicas != 1:
-                    raise ValueError(f"experts[{index}].num_replicas: must be 1 when residency.max_resident_experts "
-                                     "is set (the router loads and offloads the one replica)")
+                    raise ValueError(
+                        f"experts[{index}].num_replicas: must be 1 when residency.max_resident_experts "
+                        "is set (the router loads and offloads the one replica)"
+                    )
         if self.aggregation.method == "synthesize" and self.aggregation.aggregator is None:
             raise ValueError("aggregation.aggregator: required when aggregation.method is 'synthesize'")
         return self
@@ -255,10 +315,7 @@ class ServiceConfig(_Strict):
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
-        loc = ""
-        for item in err.get("loc", ()):
-            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
-        where = f"{prefix}{'.' if prefix and loc else ''}{loc}" or prefix or "<root>"
+        where = format_loc(((prefix,) if prefix else ()) + tuple(err.get("loc", ()))) or "<root>"
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)

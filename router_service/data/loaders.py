@@ -34,14 +34,17 @@ import csv
 import json
 import math
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from router_service.data.table import RoutingTable
 
 __all__ = [
+    "DatasetError",
+    "read_jsonl",
     "TableFormatError",
     "load_tables",
     "load_table",
@@ -68,6 +71,10 @@ class TableFormatError(ValueError):
     """A routing-table or price file that cannot be used; the message names the file (and row)."""
 
 
+class DatasetError(ValueError):
+    """A JSON Lines dataset that cannot be used; the message names the file (and line)."""
+
+
 def category_from_stem(path: str | Path) -> str:
     """`gsm8k-train.json` → `gsm8k`, `arc_challenge_train.json` → `arc_challenge`."""
     return _SPLIT_MARKER.sub("", Path(path).stem)
@@ -86,26 +93,28 @@ def load_prices(path: str | Path) -> dict[str, dict[str, float]]:
         parsed = {}
         for key in ("input_price", "output_price"):
             value = entry.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise TableFormatError(f"{path}: model '{model}': '{key}' must be a number >= 0, got {value!r}")
             parsed[key] = float(value)
         prices[model] = parsed
     return prices
 
 
-def estimate_tokens(prompts: Sequence[str], categories: Sequence[str] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def estimate_tokens(prompts: Sequence[str], categories: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Estimated (input, output) token counts per prompt; see the module docstring."""
     input_tokens = np.array([math.ceil(len(p) / CHARS_PER_TOKEN) for p in prompts], dtype=np.float64)
-    cats = categories if categories is not None else [None] * len(prompts)
-    output_tokens = np.array([ESTIMATED_OUTPUT_TOKENS.get(c, DEFAULT_OUTPUT_TOKENS) for c in cats],
-                             dtype=np.float64)
+    cats = categories if categories is not None else [""] * len(prompts)
+    output_tokens = np.array([ESTIMATED_OUTPUT_TOKENS.get(c, DEFAULT_OUTPUT_TOKENS) for c in cats], dtype=np.float64)
     return input_tokens, output_tokens
 
 
-def estimate_costs(prompts: Sequence[str], categories: Sequence[str] | None, models: Sequence[str],
-                   prices: Mapping[str, Mapping[str, float]], source: str = "prices") -> np.ndarray:
+def estimate_costs(
+    prompts: Sequence[str],
+    categories: Sequence[str] | None,
+    models: Sequence[str],
+    prices: Mapping[str, Mapping[str, float]],
+    source: str = "prices",
+) -> np.ndarray:
     """(n_prompts, n_models) dollar costs from token estimates; see the module docstring."""
     missing = [m for m in models if m not in prices]
     if missing:
@@ -142,8 +151,9 @@ def _load_one(path: Path, price_table: Mapping | None, price_source: str) -> Rou
     return table
 
 
-def load_tables(paths: Sequence[str | Path], prices: str | Path | Mapping | None = None,
-                models: Sequence[str] | None = None) -> RoutingTable:
+def load_tables(
+    paths: Sequence[str | Path], prices: str | Path | Mapping | None = None, models: Sequence[str] | None = None
+) -> RoutingTable:
     """Concatenate the rows of several files (same models in each, or the `models` subset of all).
 
     Every file must end up with the same models, in the same order: that of `models` when given,
@@ -174,6 +184,29 @@ def load_tables(paths: Sequence[str | Path], prices: str | Path | Mapping | None
         raise TableFormatError(f"{', '.join(without)}: no costs while other files have them; pass a price file")
     selected = [t.select_models(wanted) for t in tables]
     return RoutingTable.concat(selected)
+
+
+# ----------------------------------------------------------------------------------------- JSON Lines
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number from 1, parsed value) for each non-blank line of a JSON Lines file.
+
+    The one JSONL reader (eval datasets, benches): an unreadable file, text that is not UTF-8, or a line
+    that is not JSON raises DatasetError naming the file (and `file:line`). What a row must hold is
+    the caller's to check.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text: {exc}") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
 
 
 # ----------------------------------------------------------------------------------------- readers
@@ -263,19 +296,27 @@ def _load_routerbench_csv(path: Path) -> RoutingTable:
                     categories.append(row[columns["eval_name"]].strip())
                 else:
                     categories.append(category_from_stem(path))
-                scores.append([_parse_score(row[i], f"{where}, column '{m}'")
-                               for m, i in columns["scores"].items()])
+                scores.append([_parse_score(row[i], f"{where}, column '{m}'") for m, i in columns["scores"].items()])
                 if columns["costs"]:
-                    costs.append([_parse_cost(row[i], f"{where}, column '{m}{_COST_SUFFIX}'")
-                                  for m, i in columns["costs"].items()])
+                    costs.append(
+                        [
+                            _parse_cost(row[i], f"{where}, column '{m}{_COST_SUFFIX}'")
+                            for m, i in columns["costs"].items()
+                        ]
+                    )
     except csv.Error as exc:
         raise TableFormatError(f"{path}: malformed CSV: {exc}") from None
     if not prompts:
         raise TableFormatError(f"{path}: no data rows")
     models = list(columns["scores"])
-    return RoutingTable(prompts=prompts, models=models, scores=np.array(scores, dtype=np.float64),
-                        costs=np.array(costs, dtype=np.float64) if costs else None,
-                        categories=categories, sources=[str(path)] * len(prompts))
+    return RoutingTable(
+        prompts=prompts,
+        models=models,
+        scores=np.array(scores, dtype=np.float64),
+        costs=np.array(costs, dtype=np.float64) if costs else None,
+        categories=categories,
+        sources=[str(path)] * len(prompts),
+    )
 
 
 def _csv_columns(path: Path, header: list[str]) -> dict[str, Any]:
@@ -286,17 +327,23 @@ def _csv_columns(path: Path, header: list[str]) -> dict[str, Any]:
         raise TableFormatError(f"{path}: duplicated columns {duplicated}")
     if "prompt" not in names:
         raise TableFormatError(f"{path}: no 'prompt' column (RouterBench CSV expected); header: {names[:8]}")
-    score_cols = {n: i for i, n in enumerate(names)
-                  if n not in _CSV_META_COLUMNS and "|" not in n and not n.startswith("Unnamed:")}
+    score_cols = {
+        n: i
+        for i, n in enumerate(names)
+        if n not in _CSV_META_COLUMNS and "|" not in n and not n.startswith("Unnamed:")
+    }
     if not score_cols:
         raise TableFormatError(f"{path}: no model score columns")
     cost_cols = {m: names.index(m + _COST_SUFFIX) for m in score_cols if m + _COST_SUFFIX in names}
     if cost_cols and len(cost_cols) != len(score_cols):
         lacking = [m for m in score_cols if m not in cost_cols]
         raise TableFormatError(f"{path}: no '<model>{_COST_SUFFIX}' column for models {lacking}")
-    return {"prompt": names.index("prompt"),
-            "eval_name": names.index("eval_name") if "eval_name" in names else None,
-            "scores": score_cols, "costs": cost_cols}
+    return {
+        "prompt": names.index("prompt"),
+        "eval_name": names.index("eval_name") if "eval_name" in names else None,
+        "scores": score_cols,
+        "costs": cost_cols,
+    }
 
 
 def _load_scores_json(path: Path) -> RoutingTable:
@@ -332,5 +379,11 @@ def _load_scores_json(path: Path) -> RoutingTable:
     for r, parsed in enumerate(row_scores):
         for model, score in parsed.items():
             matrix[r, models[model]] = score
-    return RoutingTable(prompts=prompts, models=list(models), scores=matrix, costs=None,
-                        categories=categories, sources=[str(path)] * len(prompts))
+    return RoutingTable(
+        prompts=prompts,
+        models=list(models),
+        scores=matrix,
+        costs=None,
+        categories=categories,
+        sources=[str(path)] * len(prompts),
+    )

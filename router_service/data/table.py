@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class RoutingTable:
         """Scores with missing values counted as 0 (a missing answer earns nothing)."""
         return np.nan_to_num(self.scores, nan=0.0)
 
-    def subset(self, index: Sequence[int] | np.ndarray) -> "RoutingTable":
+    def subset(self, index: Sequence[int] | np.ndarray) -> RoutingTable:
         idx = np.asarray(index, dtype=int)
         return RoutingTable(
             prompts=[self.prompts[i] for i in idx],
@@ -66,7 +66,7 @@ class RoutingTable:
             sources=None if self.sources is None else [self.sources[i] for i in idx],
         )
 
-    def select_models(self, models: Sequence[str]) -> "RoutingTable":
+    def select_models(self, models: Sequence[str]) -> RoutingTable:
         missing = [m for m in models if m not in self.models]
         if missing:
             raise ValueError(f"models not in table: {missing}; table has {self.models}")
@@ -81,7 +81,7 @@ class RoutingTable:
         )
 
     @staticmethod
-    def concat(tables: Sequence["RoutingTable"]) -> "RoutingTable":
+    def concat(tables: Sequence[RoutingTable]) -> RoutingTable:
         if not tables:
             raise ValueError("no tables to concatenate")
         models = tables[0].models
@@ -94,8 +94,11 @@ class RoutingTable:
             prompts=[p for t in tables for p in t.prompts],
             models=list(models),
             scores=np.concatenate([t.scores for t in tables]),
-            costs=np.concatenate([t.cost_matrix() if t.costs is not None else np.full_like(t.scores, np.nan)
-                                  for t in tables]) if any_costs else None,
-            categories=[c for t in tables for c in t.categories] if all_cats else None,
-            sources=[s for t in tables for s in (t.sources or [""] * len(t))],
+            costs=np.concatenate(
+                [t.cost_matrix() if t.costs is not None else np.full_like(t.scores, np.nan) for t in tables]
+            )
+            if any_costs
+            else None,
+            categories=[c for t in tables for c in (t.categories or [])] if all_cats else None,
+            sources=[s for t in tables for s in (t.sources if t.sources is not None else [""] * len(t))],
         )

@@ -7,7 +7,8 @@ Errors from a backend's own stack are mapped at this boundary to `router_service
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
 from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
 
@@ -24,3 +25,19 @@ class ExpertBackend(Protocol):
 
     async def health(self) -> bool:
         """True when the expert can take requests."""
+
+
+@runtime_checkable
+class Offloadable(Protocol):
+    """Optional capability: a backend that can free its memory and take it back (vLLM sleep/wake).
+
+    Contract: `offload` leaves the backend unable to answer until `load` returns; both are idempotent
+    from the caller's side only through `ResidencyManager`, which never loads a loaded backend.
+    Backends without it are always resident.
+    """
+
+    async def load(self) -> None:
+        """Make the expert ready to answer again."""
+
+    async def offload(self) -> None:
+        """Release the expert's accelerator/host memory."""

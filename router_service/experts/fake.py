@@ -13,9 +13,8 @@ import asyncio
 import collections
 import json
 import random
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
-from router_service.errors import ExpertError
 from router_service.domain import (
     ExpertChoice,
     ExpertDelta,
@@ -25,6 +24,7 @@ from router_service.domain import (
     TokenLogprob,
     TopLogprob,
 )
+from router_service.errors import ExpertError
 
 _SAMPLED_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 
@@ -53,9 +53,17 @@ def fake_logprobs(tokens: list[str], top: int) -> list[TokenLogprob]:
 class FakeExpertBackend:
     """Answers with `answer(expert_id, request)`; can be slow (`delay_s`) or fail (`fail`)."""
 
-    def __init__(self, expert_id: str, *, answer: Callable[[str, ExpertRequest], str] | None = None,
-                 delay_s: float = 0.0, fail: bool = False, chunk_chars: int = 4, chunk_delay_s: float = 0.0,
-                 answer_text: str | None = None) -> None:
+    def __init__(
+        self,
+        expert_id: str,
+        *,
+        answer: Callable[[str, ExpertRequest], str] | None = None,
+        delay_s: float = 0.0,
+        fail: bool = False,
+        chunk_chars: int = 4,
+        chunk_delay_s: float = 0.0,
+        answer_text: str | None = None,
+    ) -> None:
         self.expert_id = expert_id
         self.answer = answer or ((lambda _e, _r: answer_text) if answer_text is not None else _default_answer)
         self.delay_s = delay_s
@@ -103,20 +111,23 @@ class FakeExpertBackend:
         first, *more = [self._choice(request, i) for i in range(request.params.n)]
         prompt = sum(self._tokens(m.content) for m in request.messages)
         completion = sum(self._tokens(c.text) for c in (first, *more))
-        return ExpertReply(self.expert_id, first.text, first.finish_reason, prompt, completion, first.logprobs,
-                           list(more))
+        return ExpertReply(
+            self.expert_id, first.text, first.finish_reason, prompt, completion, first.logprobs, list(more)
+        )
 
     async def stream(self, request: ExpertRequest) -> AsyncIterator[ExpertDelta]:
         reply = await self.chat(request)
         done = 0
         try:
             for index, choice in enumerate(reply.choices):
+                pieces: list[tuple[str, list[TokenLogprob] | None]]
                 if choice.logprobs is not None:  # one delta per token, each with its logprob
                     pieces = [(t.token, [t]) for t in choice.logprobs] or [("", [])]
                 else:
                     text = choice.text
-                    pieces = [(text[i:i + self.chunk_chars], None)
-                              for i in range(0, len(text), self.chunk_chars)] or [("", None)]
+                    pieces = [
+                        (text[i : i + self.chunk_chars], None) for i in range(0, len(text), self.chunk_chars)
+                    ] or [("", None)]
                 for piece, logprobs in pieces[:-1]:
                     yield ExpertDelta(piece, index=index, logprobs=logprobs)
                     await asyncio.sleep(self.chunk_delay_s)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from router_service.errors import ConfigError
 from router_service.routing.strategies.base import RoutingStrategy
@@ -21,8 +22,14 @@ from router_service.routing.strategies.base import RoutingStrategy
 ARTIFACT_FORMAT = "coe-router-artifact"
 FORMAT_VERSION = 1
 
-__all__ = ["ARTIFACT_FORMAT", "FORMAT_VERSION", "save_artifact", "load_artifact", "read_artifact_info",
-           "expert_mismatch"]
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "FORMAT_VERSION",
+    "save_artifact",
+    "load_artifact",
+    "read_artifact_info",
+    "expert_mismatch",
+]
 
 
 def _versions() -> dict[str, str]:
@@ -34,8 +41,13 @@ def _versions() -> dict[str, str]:
     return {"router_service": __version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__}
 
 
-def save_artifact(strategy: RoutingStrategy, path: str | os.PathLike, *, embedder_name: str | None = None,
-                  metadata: dict[str, Any] | None = None) -> Path:
+def save_artifact(
+    strategy: RoutingStrategy,
+    path: str | os.PathLike,
+    *,
+    embedder_name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
     """Write `strategy` (fitted) to `path` atomically and return the path.
 
     `embedder_name` overrides the injected embedder's name (for strategies fitted on precomputed
@@ -81,22 +93,29 @@ def _plain(value: Any) -> bool:
 def _read_payload(path: str | os.PathLike) -> dict[str, Any]:
     source = Path(path)
     if not source.is_file():
-        raise ConfigError(f"router artifact '{source}' does not exist; build it with "
-                          f"`python -m router_service.cli.fit ... --out {source}`", code="artifact_missing")
+        raise ConfigError(
+            f"router artifact '{source}' does not exist; build it with "
+            f"`python -m router_service.cli.fit ... --out {source}`",
+            code="artifact_missing",
+        )
     import joblib
 
     try:
         payload = joblib.load(source)
     except Exception as exc:  # a truncated/garbled pickle raises almost anything
-        raise ConfigError(f"router artifact '{source}' is corrupt or not a router artifact "
-                          f"({type(exc).__name__}: {exc})", code="artifact_corrupt") from None
+        raise ConfigError(
+            f"router artifact '{source}' is corrupt or not a router artifact ({type(exc).__name__}: {exc})",
+            code="artifact_corrupt",
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != ARTIFACT_FORMAT:
         raise ConfigError(f"router artifact '{source}' is not a {ARTIFACT_FORMAT} file", code="artifact_corrupt")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
-        raise ConfigError(f"router artifact '{source}' has format version {version!r}; this router reads "
-                          f"version {FORMAT_VERSION}: refit it with `python -m router_service.cli.fit`",
-                          code="artifact_version")
+        raise ConfigError(
+            f"router artifact '{source}' has format version {version!r}; this router reads "
+            f"version {FORMAT_VERSION}: refit it with `python -m router_service.cli.fit`",
+            code="artifact_version",
+        )
     if not isinstance(payload.get("state"), RoutingStrategy):
         raise ConfigError(f"router artifact '{source}' holds no routing strategy", code="artifact_corrupt")
     return payload
@@ -117,20 +136,26 @@ def load_artifact(path: str | os.PathLike, embedder: Any = None, *, strategy: st
     payload = _read_payload(path)
     state: RoutingStrategy = payload["state"]
     if strategy is not None and payload.get("strategy") != strategy:
-        raise ConfigError(f"router artifact '{path}' holds strategy '{payload.get('strategy')}', "
-                          f"but config asks for '{strategy}'", code="artifact_mismatch")
+        raise ConfigError(
+            f"router artifact '{path}' holds strategy '{payload.get('strategy')}', but config asks for '{strategy}'",
+            code="artifact_mismatch",
+        )
     if state.needs_embedding:
         recorded = payload.get("embedder")
         if embedder is None:
             if recorded is None:
-                raise ConfigError(f"router artifact '{path}' records no embedder; pass one to load_artifact",
-                                  code="artifact_embedder")
+                raise ConfigError(
+                    f"router artifact '{path}' records no embedder; pass one to load_artifact", code="artifact_embedder"
+                )
             from router_service.routing.embedding import make_embedder
 
             embedder = make_embedder(recorded)
         elif recorded is not None and getattr(embedder, "name", recorded) != recorded:
-            raise ConfigError(f"router artifact '{path}' was fitted with embedder '{recorded}', not "
-                              f"'{getattr(embedder, 'name', None)}'", code="artifact_embedder")
+            raise ConfigError(
+                f"router artifact '{path}' was fitted with embedder '{recorded}', not "
+                f"'{getattr(embedder, 'name', None)}'",
+                code="artifact_embedder",
+            )
         state.set_embedder(embedder)
     return state
 
@@ -141,5 +166,7 @@ def expert_mismatch(strategy: RoutingStrategy, expert_ids: Sequence[str]) -> dic
     fitted = strategy.fitted_experts
     if fitted is None:
         return {"unknown": [], "missing": []}
-    return {"unknown": [e for e in expert_ids if e not in fitted],
-            "missing": [e for e in fitted if e not in expert_ids]}
+    return {
+        "unknown": [e for e in expert_ids if e not in fitted],
+        "missing": [e for e in fitted if e not in expert_ids],
+    }

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows (or one vector) scaled to unit L2 norm, as float32; zero rows stay zero."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.where(norms == 0, 1.0, norms)
 
 
 @runtime_checkable
@@ -26,8 +34,9 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """sentence-transformers model loaded lazily from a local path (default: the all-MiniLM-L6-v2 wheel)."""
 
-    def __init__(self, name: str = DEFAULT_EMBEDDER, path: str | None = None, batch_size: int = 64,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, name: str = DEFAULT_EMBEDDER, path: str | None = None, batch_size: int = 64, device: str = "cpu"
+    ) -> None:
         self.name = name
         self.path = path
         self.batch_size = batch_size
@@ -55,8 +64,13 @@ class SentenceTransformerEmbedder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         model = self._load()
-        vectors = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                               normalize_embeddings=True, show_progress_bar=False)
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
 
@@ -72,7 +86,7 @@ class HashingEmbedder:
         words = lowered.split()
         grams = [f"w:{w}" for w in words]
         padded = f" {lowered} "
-        grams += [f"c:{padded[i:i + 3]}" for i in range(max(len(padded) - 2, 0))]
+        grams += [f"c:{padded[i : i + 3]}" for i in range(max(len(padded) - 2, 0))]
         return grams
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -82,9 +96,7 @@ class HashingEmbedder:
                 digest = hashlib.blake2b(gram.encode(), digest_size=8).digest()
                 h = int.from_bytes(digest, "little")
                 out[row, h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return out / norms
+        return l2_normalise(out)
 
 
 def make_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:

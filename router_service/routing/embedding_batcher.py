@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -53,8 +53,9 @@ class EmbeddingCache:
 class MicroBatchingEmbedder:
     """`await embed(text)`: waits up to `window_s` for company, then one `encode` call for the batch."""
 
-    def __init__(self, embedder: Embedder, *, window_s: float = 0.002, max_batch: int = 64,
-                 cache_size: int = 4096) -> None:
+    def __init__(
+        self, embedder: Embedder, *, window_s: float = 0.002, max_batch: int = 64, cache_size: int = 4096
+    ) -> None:
         self.embedder = embedder
         self.name = embedder.name
         self.window_s = window_s

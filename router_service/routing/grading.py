@@ -20,15 +20,21 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 GRADERS = ("auto", "exact", "numeric", "choice", "contains")
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 # Most explicit first: "(B)", "answer: B" / "answer is B", a letter opening the reply, then any lone letter.
-_CHOICES = [re.compile(p, re.IGNORECASE) for p in (
-    r"\(([A-J])\)", r"answer\s*(?:is|:)?\s*\(?([A-J])(?![A-Za-z])", r"^\s*([A-J])(?![A-Za-z])",
-    r"(?<![A-Za-z])([A-J])(?![A-Za-z])")]
+_CHOICES = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"\(([A-J])\)",
+        r"answer\s*(?:is|:)?\s*\(?([A-J])(?![A-Za-z])",
+        r"^\s*([A-J])(?![A-Za-z])",
+        r"(?<![A-Za-z])([A-J])(?![A-Za-z])",
+    )
+]
 
 
 def normalise_exact(text: str) -> str:

@@ -5,45 +5,44 @@ Shared by the Ray router deployment and by tests, so both start the service the 
 
 from __future__ import annotations
 
-import inspect
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
 
 from router_service.config.service import RouterConfig, ServiceConfig
-from router_service.routing.embedding import Embedder, make_embedder
-from router_service.errors import ConfigError
+from router_service.errors import ConfigError, UnknownParameterError
 from router_service.experts.base import ExpertBackend
-from router_service.serving.metrics import Metrics
-from router_service.serving.service import RouterService
+from router_service.routing.embedding import Embedder, make_embedder
 from router_service.routing.strategies.base import RoutingStrategy, strategy_class
 from router_service.routing.strategies.rules import FixedStrategy, KeywordStrategy
+from router_service.serving.metrics import Metrics
+from router_service.serving.service import RouterService
 
 log = logging.getLogger("coe.router")
 
 
-def _constructor_params(strategy: RoutingStrategy) -> set[str]:
-    return {name for name in inspect.signature(type(strategy).__init__).parameters if name != "self"}
+def apply_router_settings(
+    strategy: RoutingStrategy, config: ServiceConfig, *, written_only: bool = True
+) -> RoutingStrategy:
+    """Set the router config's strategy parameters on `strategy`, through `set_params` (the one door).
 
-
-def apply_router_settings(strategy: RoutingStrategy, config: ServiceConfig) -> None:
-    """Push config values onto a (possibly loaded) strategy, for the parameters it declares."""
+    `written_only` (the default, for a loaded artifact): only the settings the user wrote in the config
+    override it, so values fitted into the artifact (`cli.fit --param cost_weight=0.2`) survive config
+    defaults. A router setting the strategy does not declare (e.g. `cost_weight` for `category`) is
+    skipped; a `router.params` key it does not declare is a ConfigError.
+    """
     router = config.router
-    settings: dict[str, Any] = {
-        "default_expert": router.default_expert,
-        "cost_weight": router.cost_weight,
-        "confidence_threshold": router.confidence_threshold,
-        "top_k": router.top_k,
+    accepted = set(strategy.param_names())
+    settings = {
+        key: value
+        for key, value in router.strategy_settings(written_only=written_only).items()
+        if key in accepted or key in router.params
     }
-    if router.category_map:
-        settings["category_map"] = dict(router.category_map)
-    settings.update(router.params)
-    accepted = _constructor_params(strategy)
-    for key, value in settings.items():
-        if key in accepted:
-            setattr(strategy, key, value)
-        elif key in router.params:
-            raise ConfigError(f"router.params.{key}: strategy '{strategy.name}' has no parameter '{key}'")
+    try:
+        return strategy.set_params(**settings)
+    except UnknownParameterError as exc:
+        key = exc.names[0]
+        raise ConfigError(f"router.params.{key}: strategy '{strategy.name}' has no parameter '{key}'") from None
 
 
 def _artifact_fields(router: RouterConfig) -> list[tuple[str, str]]:
@@ -66,8 +65,10 @@ def _check_strategy_names(router: RouterConfig, fitted: list[str]) -> None:
     if router.artifact and router.strategy not in fitted:
         raise ConfigError(f"router.strategy: '{router.strategy}' but router.artifact holds '{fitted[0]}'")
     if router.strategy not in fitted and strategy_class(router.strategy).learned:
-        raise ConfigError(f"router.artifact: strategy '{router.strategy}' is learned and needs a fitted "
-                          "artifact (python -m router_service.cli.fit)")
+        raise ConfigError(
+            f"router.artifact: strategy '{router.strategy}' is learned and needs a fitted "
+            "artifact (python -m router_service.cli.fit)"
+        )
 
 
 def check_artifacts(router: RouterConfig) -> None:
@@ -76,8 +77,9 @@ def check_artifacts(router: RouterConfig) -> None:
     _check_strategy_names(router, [_load_artifact(path, field).name for field, path in _artifact_fields(router)])
 
 
-def load_strategy_artifact(path: str, config: ServiceConfig, embedder_for: Callable[[str], Embedder],
-                           field: str = "router.artifact") -> RoutingStrategy:
+def load_strategy_artifact(
+    path: str, config: ServiceConfig, embedder_for: Callable[[str], Embedder], field: str = "router.artifact"
+) -> RoutingStrategy:
     from router_service.routing.artifact import expert_mismatch
 
     strategy = _load_artifact(path, field)
@@ -87,19 +89,30 @@ def load_strategy_artifact(path: str, config: ServiceConfig, embedder_for: Calla
     mismatch = expert_mismatch(strategy, config.expert_ids)
     removed, added = mismatch["missing"], mismatch["unknown"]
     if removed:
-        log.warning("%s was fitted with experts %s that are not configured; their prompts go to the next-best "
-                    "configured expert and responses say so", path, removed)
+        log.warning(
+            "%s was fitted with experts %s that are not configured; their prompts go to the next-best "
+            "configured expert and responses say so",
+            path,
+            removed,
+        )
     if added:
-        log.warning("experts %s are configured but %s was not fitted on them: they are not routed to until "
-                    "the artifact is refitted", added, path)
+        log.warning(
+            "experts %s are configured but %s was not fitted on them: they are not routed to until "
+            "the artifact is refitted",
+            added,
+            path,
+        )
     if not set(strategy.fitted_experts or config.expert_ids) & set(config.expert_ids):
-        raise ConfigError(f"{field}: '{path}' was fitted on experts {strategy.fitted_experts}, none of which "
-                          f"is configured ({config.expert_ids})")
+        raise ConfigError(
+            f"{field}: '{path}' was fitted on experts {strategy.fitted_experts}, none of which "
+            f"is configured ({config.expert_ids})"
+        )
     return strategy
 
 
-def build_strategies(config: ServiceConfig,
-                     embedder_factory: Callable[[str], Embedder] = make_embedder) -> dict[str, RoutingStrategy]:
+def build_strategies(
+    config: ServiceConfig, embedder_factory: Callable[[str], Embedder] = make_embedder
+) -> dict[str, RoutingStrategy]:
     router = config.router
     embedders: dict[str, Embedder] = {}
 
@@ -116,24 +129,27 @@ def build_strategies(config: ServiceConfig,
         strategies[strategy.name] = strategy
         fitted.append(strategy.name)
     _check_strategy_names(router, fitted)
-    rules = {}
+    rules: dict[str, list[str]] = {}
     for rule in router.rules:
         rules.setdefault(rule.expert, []).extend(rule.keywords)
     simple: dict[str, RoutingStrategy] = {
-        "fixed": FixedStrategy(expert=router.default_expert),
-        "keyword": KeywordStrategy(rules=rules, default_expert=router.default_expert),
+        "fixed": FixedStrategy(expert=router.default_expert, top_k=router.top_k),
+        "keyword": KeywordStrategy(rules=rules, default_expert=router.default_expert, top_k=router.top_k),
     }
     for name, strategy in simple.items():
-        strategy.top_k = router.top_k
         strategies.setdefault(name, strategy)
     if router.strategy not in strategies:
-        strategy = strategy_class(router.strategy)()
-        apply_router_settings(strategy, config)
-        strategies[router.strategy] = strategy
+        # Built from config alone: there is nothing fitted to keep, so the config's defaults apply too.
+        strategies[router.strategy] = apply_router_settings(
+            strategy_class(router.strategy)(), config, written_only=False
+        )
     return strategies
 
 
-def build_service(config: ServiceConfig, backends: Mapping[str, ExpertBackend],
-                  embedder_factory: Callable[[str], Embedder] = make_embedder,
-                  metrics: Metrics | None = None) -> RouterService:
+def build_service(
+    config: ServiceConfig,
+    backends: Mapping[str, ExpertBackend],
+    embedder_factory: Callable[[str], Embedder] = make_embedder,
+    metrics: Metrics | None = None,
+) -> RouterService:
     return RouterService(config, backends, build_strategies(config, embedder_factory), metrics=metrics)

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
+from typing import Any
 
-from router_service.errors import CoEError
 from router_service.domain import ExpertReply
+from router_service.errors import CoEError
 
 
 @dataclass
 class FanoutResult:
-    replies: list[ExpertReply]                      # in the order of `expert_ids` (best routing score first)
+    replies: list[ExpertReply]  # in the order of `expert_ids` (best routing score first)
     dropped: list[dict[str, str]] = field(default_factory=list)
 
 
-async def fan_out(expert_ids: Sequence[str], call: Callable[[str], Awaitable[ExpertReply]],
-                  deadline_s: float) -> FanoutResult:
+async def fan_out(
+    expert_ids: Sequence[str], call: Callable[[str], Coroutine[Any, Any, ExpertReply]], deadline_s: float
+) -> FanoutResult:
     tasks = {expert_id: asyncio.create_task(call(expert_id)) for expert_id in expert_ids}
     done, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
     for task in pending:
@@ -27,8 +29,13 @@ async def fan_out(expert_ids: Sequence[str], call: Callable[[str], Awaitable[Exp
     replies, dropped = [], []
     for expert_id, task in tasks.items():
         if task in pending:
-            dropped.append({"expert": expert_id, "reason": "deadline",
-                            "message": f"no answer within the {deadline_s}s aggregation deadline"})
+            dropped.append(
+                {
+                    "expert": expert_id,
+                    "reason": "deadline",
+                    "message": f"no answer within the {deadline_s}s aggregation deadline",
+                }
+            )
             continue
         exc = task.exception()
         if exc is None:

@@ -10,12 +10,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from typing import AsyncIterator, Iterable, Mapping
 
 from router_service.errors import CoEError, ExpertUnavailableError
-from router_service.experts.base import ExpertBackend
+from router_service.experts.base import ExpertBackend, Offloadable
+from router_service.experts.errors import ErrorTable, mapped_errors
+
+
+def _not_loaded(expert_id: str, exc: BaseException) -> CoEError:
+    return ExpertUnavailableError(f"expert '{expert_id}' could not be loaded: {type(exc).__name__}: {exc}")
+
+
+_LOAD_ERRORS: ErrorTable = ((Exception, _not_loaded),)
 
 
 @dataclass
@@ -31,15 +39,30 @@ class ResidencyStats:
         data["load_log"] = list(self.load_log[-50:])
         return data
 
+    def add_wait(self, seconds: float) -> None:
+        self.queue_wait_seconds += seconds
+
+    def add_switch(self, loaded: str, offloaded: bool, seconds: float) -> None:
+        self.loads += 1
+        self.offloads += int(offloaded)
+        self.switch_seconds += seconds
+        self.load_log.append(loaded)
+
 
 def can_offload(backend: ExpertBackend) -> bool:
-    return callable(getattr(backend, "load", None)) and callable(getattr(backend, "offload", None))
+    return isinstance(backend, Offloadable)
 
 
 class ResidencyManager:
-    def __init__(self, backends: Mapping[str, ExpertBackend], budget: int | None = None,
-                 load_window_s: float = 0.05, initially_resident: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        backends: Mapping[str, ExpertBackend],
+        budget: int | None = None,
+        load_window_s: float = 0.05,
+        initially_resident: Iterable[str] | None = None,
+    ) -> None:
         self.backends = dict(backends)
+        self.offloadable = {e: b for e, b in self.backends.items() if isinstance(b, Offloadable)}
         self.managed = [e for e, b in self.backends.items() if can_offload(b)]
         self.budget = budget if budget is not None else len(self.backends)
         self.enabled = budget is not None and budget < len(self.managed)
@@ -60,11 +83,13 @@ class ResidencyManager:
         return [e for e in self.backends if self.is_resident(e)]
 
     @asynccontextmanager
-    async def use(self, expert_id: str) -> AsyncIterator[None]:
+    async def use(self, expert_id: str, record: ResidencyStats | None = None) -> AsyncIterator[None]:
+        """Hold `expert_id` resident for the block. `record` also gets the waits of this claim and the
+        loads it started, so a batch reports its own numbers however much other traffic runs alongside."""
         if not self.enabled or expert_id not in self.managed:
             yield
             return
-        await self._acquire(expert_id)
+        await self._acquire(expert_id, record)
         try:
             yield
         finally:
@@ -75,18 +100,22 @@ class ResidencyManager:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _acquire(self, expert_id: str) -> None:
+    def _records(self, record: ResidencyStats | None) -> list[ResidencyStats]:
+        return [self.stats] if record is None else [self.stats, record]
+
+    async def _acquire(self, expert_id: str, record: ResidencyStats | None) -> None:
         waited_from = time.perf_counter()
         while True:
             if expert_id in self.resident:
                 self.resident.move_to_end(expert_id)
                 self.in_use[expert_id] += 1
-                self.stats.queue_wait_seconds += time.perf_counter() - waited_from
+                for stats in self._records(record):
+                    stats.add_wait(time.perf_counter() - waited_from)
                 return
             pending = self.loading.get(expert_id)
             if pending is None:
                 if len(self.resident) + len(self.loading) + len(self.unloading) < self.budget:
-                    pending = self._start_load(expert_id, victim=None)
+                    pending = self._start_load(expert_id, None, record)
                 else:
                     victim = next((e for e in self.resident if self.in_use[e] == 0), None)
                     if victim is None:
@@ -94,7 +123,7 @@ class ResidencyManager:
                         continue
                     del self.resident[victim]
                     self.unloading.add(victim)
-                    pending = self._start_load(expert_id, victim=victim)
+                    pending = self._start_load(expert_id, victim, record)
             # Claim before the load lands, so nobody can evict it between landing and our turn.
             self.in_use[expert_id] += 1
             try:
@@ -103,37 +132,39 @@ class ResidencyManager:
                 self.in_use[expert_id] -= 1
                 self._notify()
                 raise
-            self.stats.queue_wait_seconds += time.perf_counter() - waited_from
+            for stats in self._records(record):
+                stats.add_wait(time.perf_counter() - waited_from)
             return
 
-    def _start_load(self, expert_id: str, victim: str | None) -> asyncio.Future:
+    def _start_load(self, expert_id: str, victim: str | None, record: ResidencyStats | None) -> asyncio.Future:
+        """A load is counted for whoever started it (its `record`); requests that join it only wait."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self.loading[expert_id] = future
-        self._tasks.add(asyncio.get_running_loop().create_task(self._switch(expert_id, victim, future)))
+        task = asyncio.get_running_loop().create_task(self._switch(expert_id, victim, future, record))
+        self._tasks.add(task)
         return future
 
-    async def _switch(self, expert_id: str, victim: str | None, future: asyncio.Future) -> None:
+    async def _switch(
+        self, expert_id: str, victim: str | None, future: asyncio.Future, record: ResidencyStats | None
+    ) -> None:
         try:
             if self.load_window_s:
                 await asyncio.sleep(self.load_window_s)  # let concurrent requests for this expert join
             started = time.perf_counter()
-            if victim is not None:
-                await self.backends[victim].offload()
-                self.stats.offloads += 1
-                self.unloading.discard(victim)
-            await self.backends[expert_id].load()
-            self.stats.loads += 1
-            self.stats.switch_seconds += time.perf_counter() - started
-            self.stats.load_log.append(expert_id)
+            with mapped_errors(expert_id, _LOAD_ERRORS):
+                if victim is not None:
+                    await self.offloadable[victim].offload()
+                    self.unloading.discard(victim)
+                await self.offloadable[expert_id].load()
+            for stats in self._records(record):
+                stats.add_switch(expert_id, victim is not None, time.perf_counter() - started)
             self.resident[expert_id] = None
             future.set_result(None)
         except BaseException as exc:  # a failed load must wake its waiters with the error
             if victim is not None:
                 self.unloading.discard(victim)
             if not future.done():
-                error = exc if isinstance(exc, CoEError) else ExpertUnavailableError(
-                    f"expert '{expert_id}' could not be loaded: {type(exc).__name__}: {exc}")
-                future.set_exception(error)
+                future.set_exception(exc)
         finally:
             self.loading.pop(expert_id, None)
             self._tasks.discard(asyncio.current_task())

@@ -48,9 +48,15 @@ def running_stack(config: str, log_dir: Path):
     experts = set(load_serve_config(REPO / config).expert_ids)
     log_path = log_dir / "serve.log"
     env = dict(os.environ, RAY_ADDRESS="local", RAY_DEDUP_LOGS="0")
-    log = open(log_path, "w")
-    proc = subprocess.Popen([_serve_binary(), "run", config], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(log_path, "w")  # noqa: SIM115  # closed in the finally below, after the server stops
+    proc = subprocess.Popen(
+        [_serve_binary(), "run", config],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     started = time.monotonic()
     try:
         while not _healthy(experts):
@@ -131,8 +137,12 @@ def _stop(proc: subprocess.Popen) -> None:
     # The cluster's processes may outlive `serve run` for a moment; the next stack needs the port.
     if not _port_free_within(120):
         # Still serving: the local cluster this fixture started was orphaned. Stop it.
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [str(Path(sys.executable).with_name("ray")), "stop", "--force"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _port_free_within(60)
 
 

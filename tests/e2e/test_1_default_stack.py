@@ -20,7 +20,8 @@ def _expert_ids(stack) -> list[str]:
 def test_a_sum_is_answered_by_the_math_specialist(stack, openai_client):
     """The README's first example: routed to the trained specialist, which adds correctly via vLLM."""
     raw = openai_client.chat.completions.with_raw_response.create(
-        model="coe", messages=[{"role": "user", "content": "What is 37+45?"}], max_tokens=8)
+        model="coe", messages=[{"role": "user", "content": "What is 37+45?"}], max_tokens=8
+    )
     completion = raw.parse()
     assert raw.headers["x-coe-experts"] == "math"
     routing = completion.model_extra["routing"]
@@ -35,7 +36,8 @@ def test_a_sum_is_answered_by_the_math_specialist(stack, openai_client):
 def test_a_general_question_is_answered_by_the_real_generalist(stack, openai_client):
     """Outside every specialist's skill: SmolLM2-135M-Instruct answers it, through vLLM."""
     raw = openai_client.chat.completions.with_raw_response.create(
-        model="coe", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=32)
+        model="coe", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=32
+    )
     assert raw.headers["x-coe-experts"] == "general"
     assert "Paris" in raw.parse().choices[0].message.content
 
@@ -49,8 +51,10 @@ def test_served_routers_were_fitted_on_the_measured_quality_of_the_served_expert
     apps = {a["name"]: a["args"] for a in yaml.safe_load((REPO / "deployments/coe.yaml").read_text())["applications"]}
     fit = apps["coe"]["fit"]
     experts = {e: str(REPO / src["model"]) for e, src in fit["experts"].items()}
-    prices = {e: {"input_price": src["cost"]["input_per_mtok"], "output_price": src["cost"]["output_per_mtok"]}
-              for e, src in fit["experts"].items()}
+    prices = {
+        e: {"input_price": src["cost"]["input_per_mtok"], "output_price": src["cost"]["output_per_mtok"]}
+        for e, src in fit["experts"].items()
+    }
     assert check_routers(REPO / fit["out_dir"], experts, prices)
     for expert_id, src in fit["experts"].items():  # the fit section prices and places every expert as served
         assert src["model"] == apps[f"expert-{expert_id}"]["model"]
@@ -62,8 +66,8 @@ def test_served_routers_were_fitted_on_the_measured_quality_of_the_served_expert
 
 def test_streamed_completion_from_a_vllm_expert(stack, openai_client):
     stream = openai_client.chat.completions.create(
-        model="coe", messages=[{"role": "user", "content": "Reverse the word planet"}], max_tokens=8,
-        stream=True)
+        model="coe", messages=[{"role": "user", "content": "Reverse the word planet"}], max_tokens=8, stream=True
+    )
     chunks = list(stream)
     assert chunks[0].model_extra["routing"]["experts"] == ["strings"]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -75,7 +79,8 @@ def test_direct_expert_and_models(stack, openai_client):
     models = [m.id for m in openai_client.models.list().data]
     assert models[0] == "coe" and len(models) >= 4
     raw = openai_client.chat.completions.with_raw_response.create(
-        model="units", messages=[{"role": "user", "content": "Convert 3 km to m"}], max_tokens=8)
+        model="units", messages=[{"role": "user", "content": "Convert 3 km to m"}], max_tokens=8
+    )
     assert raw.headers["x-coe-experts"] == "units"
     assert raw.parse().model_extra["routing"]["strategy"] == "direct"
     assert raw.parse().choices[0].message.content.strip() == "3000"
@@ -84,8 +89,11 @@ def test_direct_expert_and_models(stack, openai_client):
 
 def test_cost_aware_per_request_with_high_cost_weight_avoids_the_generalist(stack, openai_client):
     completion = openai_client.chat.completions.create(
-        model="coe", messages=[{"role": "user", "content": "Capital of Zulia?"}], max_tokens=8,
-        extra_body={"routing": {"strategy": "cost_aware", "cost_weight": 0.9}})
+        model="coe",
+        messages=[{"role": "user", "content": "Capital of Zulia?"}],
+        max_tokens=8,
+        extra_body={"routing": {"strategy": "cost_aware", "cost_weight": 0.9}},
+    )
     routing = completion.model_extra["routing"]
     assert routing["strategy"] == "cost_aware" and routing["experts"] != ["general"]
 
@@ -95,11 +103,22 @@ def test_online_eval_routed_beats_every_single_expert(stack, tmp_path):
     from eval.online import run_online
 
     experts = _expert_ids(stack)
-    results = run_online(f"{stack}/v1", REPO / "eval/data/zoo_heldout.jsonl", ["coe", *experts], tmp_path / "out",
-                         concurrency=8, max_tokens=32, progress=False)
-    print("\n[e2e online eval]", json.dumps({name: {k: run[k] for k in ("accuracy", "cost", "per_category")}
-                                              for name, run in results["runs"].items()}),
-          json.dumps(results["oracle"]))
+    results = run_online(
+        f"{stack}/v1",
+        REPO / "eval/data/zoo_heldout.jsonl",
+        ["coe", *experts],
+        tmp_path / "out",
+        concurrency=8,
+        max_tokens=32,
+        progress=False,
+    )
+    print(
+        "\n[e2e online eval]",
+        json.dumps(
+            {name: {k: run[k] for k in ("accuracy", "cost", "per_category")} for name, run in results["runs"].items()}
+        ),
+        json.dumps(results["oracle"]),
+    )
     runs = results["runs"]
     routed = runs["coe"]["accuracy"]
     assert all(runs[name]["errors"]["count"] == 0 for name in runs), runs

@@ -25,8 +25,9 @@ def expert(stack) -> str:
 
 
 def test_n_gives_n_choices(openai_client, expert):
-    sampled = openai_client.chat.completions.create(model=expert, messages=PROMPT, max_tokens=8, n=2,
-                                                    temperature=0.8, seed=1)
+    sampled = openai_client.chat.completions.create(
+        model=expert, messages=PROMPT, max_tokens=8, n=2, temperature=0.8, seed=1
+    )
     assert [c.index for c in sampled.choices] == [0, 1]
     assert sampled.usage.completion_tokens >= 2
     # Greedy: vLLM refuses n > 1 at temperature 0, so the expert generates once and copies the choice.
@@ -36,8 +37,9 @@ def test_n_gives_n_choices(openai_client, expert):
 
 
 def test_logprobs_per_token(openai_client, expert):
-    completion = openai_client.chat.completions.create(model=expert, messages=PROMPT, max_tokens=6,
-                                                       logprobs=True, top_logprobs=2)
+    completion = openai_client.chat.completions.create(
+        model=expert, messages=PROMPT, max_tokens=6, logprobs=True, top_logprobs=2
+    )
     content = completion.choices[0].logprobs.content
     assert len(content) == completion.usage.completion_tokens >= 1
     for token in content:
@@ -53,38 +55,50 @@ def test_stop_truncates_the_text(openai_client, expert):
     assert len(text) >= 2, f"need a longer greedy answer to cut: {text!r}"
     stop = text[1]
     cut = openai_client.chat.completions.create(model=expert, messages=PROMPT, max_tokens=16, stop=[stop])
-    assert cut.choices[0].message.content == text[:text.index(stop)]
+    assert cut.choices[0].message.content == text[: text.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 
 
 def test_seed_repeats_a_sampled_answer(openai_client, expert):
     def ask():
-        return openai_client.chat.completions.create(model=expert, messages=PROMPT, max_tokens=12,
-                                                     temperature=1.0, seed=1234).choices[0].message.content
+        return (
+            openai_client.chat.completions.create(
+                model=expert, messages=PROMPT, max_tokens=12, temperature=1.0, seed=1234
+            )
+            .choices[0]
+            .message.content
+        )
 
     assert ask() == ask()
 
 
 def test_penalties_are_accepted(openai_client, expert):
-    completion = openai_client.chat.completions.create(model=expert, messages=PROMPT, max_tokens=8,
-                                                       presence_penalty=1.0, frequency_penalty=0.5)
+    completion = openai_client.chat.completions.create(
+        model=expert, messages=PROMPT, max_tokens=8, presence_penalty=1.0, frequency_penalty=0.5
+    )
     assert completion.choices[0].finish_reason in ("stop", "length")
 
 
 def test_json_schema_constrains_the_answer(openai_client, expert):
     schema = {"type": "string", "enum": ["yes", "no"]}
     completion = openai_client.chat.completions.create(
-        model=expert, messages=PROMPT, max_tokens=32,
-        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+        model=expert,
+        messages=PROMPT,
+        max_tokens=32,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+    )
     assert json.loads(completion.choices[0].message.content) in ("yes", "no")
 
 
-@pytest.mark.parametrize("kwargs,param", [
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
-    ({"logit_bias": {"5": 10}}, "logit_bias"),
-    ({"store": True}, "store"),
-    ({"extra_body": {"temprature": 0.5}}, "temprature"),
-])
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+        ({"logit_bias": {"5": 10}}, "logit_bias"),
+        ({"store": True}, "store"),
+        ({"extra_body": {"temprature": 0.5}}, "temprature"),
+    ],
+)
 def test_refused_parameters_name_the_field(openai_client, expert, kwargs, param):
     with pytest.raises(openai.BadRequestError) as info:
         openai_client.chat.completions.create(model=expert, messages=PROMPT, max_tokens=4, **kwargs)
@@ -94,6 +108,9 @@ def test_refused_parameters_name_the_field(openai_client, expert, kwargs, param)
 def test_bad_json_schema_is_a_400_from_the_expert(openai_client, expert):
     with pytest.raises(openai.BadRequestError) as info:
         openai_client.chat.completions.create(
-            model=expert, messages=PROMPT, max_tokens=4,
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})
+            model=expert,
+            messages=PROMPT,
+            max_tokens=4,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}},
+        )
     assert info.value.body["param"] == "response_format"

@@ -18,8 +18,12 @@ def ray_serve():
     from ray import serve
 
     # Logical CPUs: fake experts are cheap, and several test apps share this cluster.
-    ray.init(num_cpus=64, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
+    ray.init(
+        num_cpus=64,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
     yield serve
     serve.shutdown()
@@ -40,8 +44,7 @@ def deploy_apps(serve, apps: list[dict], remove: tuple[str, ...] = ()) -> None:
     for app in apps:
         _APPS[app["name"]] = app
     client = serve_start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
-    client.deploy_apps(ServeDeploySchema.model_validate({"applications": list(_APPS.values())}),
-                       _blocking=False)
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": list(_APPS.values())}), _blocking=False)
 
 
 def wait_healthy(serve, name: str, route_prefix: str, timeout_s: float = 180) -> str:
@@ -59,12 +62,22 @@ def wait_healthy(serve, name: str, route_prefix: str, timeout_s: float = 180) ->
     raise RuntimeError(f"app {name} did not become healthy: {serve.status().applications.get(name)}")
 
 
-def deploy(serve, config_args: dict, fakes: dict[str, dict], name: str, route_prefix: str,
-           deployments: list[dict] | None = None) -> str:
+def deploy(
+    serve,
+    config_args: dict,
+    fakes: dict[str, dict],
+    name: str,
+    route_prefix: str,
+    deployments: list[dict] | None = None,
+) -> str:
     """One whole CoE in one application (`build_app` with fake experts), deployed declaratively so
     Serve applies in-place updates (user_config → reconfigure) exactly as it would in production."""
-    app = {"name": name, "route_prefix": route_prefix, "import_path": "deployments.fake_expert:build_fake_app",
-           "args": {"config": config_args, "fakes": fakes}}
+    app = {
+        "name": name,
+        "route_prefix": route_prefix,
+        "import_path": "deployments.fake_expert:build_fake_app",
+        "args": {"config": config_args, "fakes": fakes},
+    }
     if deployments:
         app["deployments"] = deployments
     deploy_apps(serve, [app])

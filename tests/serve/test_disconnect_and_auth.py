@@ -15,8 +15,7 @@ def test_client_disconnect_cancels_expert_generation(ray_serve):
     from ray import serve
 
     slow_long_answer = {"answer_text": "word " * 200, "chunk_delay_s": 0.05}  # 80 chunks of 4 chars at 64 tokens: ~4 s
-    base = deploy(ray_serve, config_dict(), {"text": slow_long_answer},
-                  name="disconnect", route_prefix="/disconnect")
+    base = deploy(ray_serve, config_dict(), {"text": slow_long_answer}, name="disconnect", route_prefix="/disconnect")
     body = {"model": "text", "messages": [{"role": "user", "content": "go"}], "stream": True, "max_tokens": 64}
     with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=30) as response:
         assert response.status_code == 200

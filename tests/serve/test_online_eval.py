@@ -17,8 +17,9 @@ def test_online_eval_grades_and_summarises(fake_app, tmp_path):
         {"messages": [{"role": "user", "content": "a story"}], "answer": "wrong on purpose", "category": "other"},
     ]
     dataset.write_text("\n".join(json.dumps(r) for r in rows))
-    results = run_online(f"{fake_app}/v1", dataset, ["coe", "math", "text"], tmp_path / "out",
-                         concurrency=2, progress=False)
+    results = run_online(
+        f"{fake_app}/v1", dataset, ["coe", "math", "text"], tmp_path / "out", concurrency=2, progress=False
+    )
     routed = results["runs"]["coe"]
     assert routed["n"] == 3
     assert routed["accuracy"] == pytest.approx(2 / 3)

@@ -41,8 +41,14 @@ def test_hot_reconfigure_changes_routing_without_restarting_anything(ray_serve):
     assert set(before) == {"router", "expert-math", "expert-text", "expert-general"}
 
     new_router = dict(args["router"], strategy="fixed", default_expert="text")
-    deploy(ray_serve, args, {}, name="hot", route_prefix="/hot",
-           deployments=[{"name": "router", "user_config": {"router": new_router}}])
+    deploy(
+        ray_serve,
+        args,
+        {},
+        name="hot",
+        route_prefix="/hot",
+        deployments=[{"name": "router", "user_config": {"router": new_router}}],
+    )
     deadline = time.monotonic() + 60
     while _ask(base, "please sum these").headers.get("x-coe-experts") != "text":
         assert time.monotonic() < deadline, "router settings were not applied"
@@ -57,8 +63,9 @@ def test_killed_expert_replica_every_request_answered_and_replica_restarts(ray_s
     args = config_dict()
     for expert in args["experts"]:
         expert["timeout_s"] = 10
-    base = deploy(ray_serve, args, {"math": {"delay_s": 1.0}, "text": {"delay_s": 0.2}}, name="kill",
-                  route_prefix="/kill")
+    base = deploy(
+        ray_serve, args, {"math": {"delay_s": 1.0}, "text": {"delay_s": 0.2}}, name="kill", route_prefix="/kill"
+    )
     victim = _replica_actors("kill")["expert-math"]
     with futures.ThreadPoolExecutor(16) as pool:
         math_jobs = [pool.submit(_ask, base, "please sum 1 and 2") for _ in range(8)]

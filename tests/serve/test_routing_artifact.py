@@ -12,12 +12,16 @@ pytestmark = pytest.mark.serve
 
 def test_fitted_category_router_over_http(ray_serve, tmp_path_factory):
     artifact = fitted_artifact(tmp_path_factory.mktemp("art") / "category.joblib")
-    base = deploy(ray_serve, config_dict(strategy="category", artifact=str(artifact)), {},
-                  name="fitted", route_prefix="/fitted")
+    base = deploy(
+        ray_serve, config_dict(strategy="category", artifact=str(artifact)), {}, name="fitted", route_prefix="/fitted"
+    )
 
     def ask(prompt):
-        r = httpx.post(f"{base}/v1/chat/completions", timeout=60,
-                       json={"model": "coe", "messages": [{"role": "user", "content": prompt}]})
+        r = httpx.post(
+            f"{base}/v1/chat/completions",
+            timeout=60,
+            json={"model": "coe", "messages": [{"role": "user", "content": prompt}]},
+        )
         assert r.status_code == 200, r.text
         return r
 

@@ -40,8 +40,9 @@ def test_direct_expert(fake_app):
 
 
 def test_streaming_over_serve(fake_app):
-    with httpx.stream("POST", f"{fake_app}/v1/chat/completions", json=chat("reverse the word", stream=True),
-                      timeout=30) as r:
+    with httpx.stream(
+        "POST", f"{fake_app}/v1/chat/completions", json=chat("reverse the word", stream=True), timeout=30
+    ) as r:
         assert r.status_code == 200
         assert r.headers["x-coe-experts"] == "text"
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -54,20 +55,25 @@ def test_streaming_over_serve(fake_app):
 def test_models_and_health(fake_app):
     models = httpx.get(f"{fake_app}/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["coe", "math", "text", "general"]
-    assert httpx.get(f"{fake_app}/health").json()["experts"] == {"math": True, "text": True, "general": True}
+    assert httpx.get(f"{fake_app}/health").json()["experts"] == {
+        e: {"status": "ok", "resident": True} for e in ("math", "text", "general")
+    }
 
 
-@pytest.mark.parametrize("kwargs,status,param", [
-    ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 400, None),
-    ({"json": {"model": "coe", "messages": "hi"}}, 400, "messages"),
-    ({"json": {"model": "coe"}}, 400, "messages"),
-    ({"json": {"model": "coe", "messages": []}}, 400, "messages"),
-    ({"json": chat(model="nope")}, 404, "model"),
-    ({"json": chat(content="z" * 5000)}, 413, None),
-    ({"json": chat(max_tokens=100000)}, 400, "max_tokens"),
-    ({"json": chat(max_tokens=0)}, 400, "max_tokens"),
-    ({"json": chat(routing={"cost_weight": -1})}, 400, "routing.cost_weight"),
-])
+@pytest.mark.parametrize(
+    "kwargs,status,param",
+    [
+        ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 400, None),
+        ({"json": {"model": "coe", "messages": "hi"}}, 400, "messages"),
+        ({"json": {"model": "coe"}}, 400, "messages"),
+        ({"json": {"model": "coe", "messages": []}}, 400, "messages"),
+        ({"json": chat(model="nope")}, 404, "model"),
+        ({"json": chat(content="z" * 5000)}, 413, None),
+        ({"json": chat(max_tokens=100000)}, 400, "max_tokens"),
+        ({"json": chat(max_tokens=0)}, 400, "max_tokens"),
+        ({"json": chat(routing={"cost_weight": -1})}, 400, "routing.cost_weight"),
+    ],
+)
 def test_client_errors_are_openai_4xx(fake_app, kwargs, status, param):
     r = post(fake_app, **kwargs)
     assert_openai_error(r, status, param=param if param else "__any__")

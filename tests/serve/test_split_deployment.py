@@ -24,18 +24,25 @@ PREFIX = "/split"
 def _router_app() -> dict:
     args = {k: v for k, v in config_dict().items() if k != "experts"}
     args["discovery"] = {"interval_s": 0.3, "app_prefix": "split-"}
-    return {"name": ROUTER_APP, "route_prefix": PREFIX, "import_path": "deployments.app:build_router_app",
-            "args": args}
+    return {"name": ROUTER_APP, "route_prefix": PREFIX, "import_path": "deployments.app:build_router_app", "args": args}
 
 
 def _expert_app(entry: dict, fake: dict | None = None) -> dict:
-    return {"name": f"split-{entry['id']}", "route_prefix": None,
-            "import_path": "deployments.fake_expert:build_fake_expert_app",
-            "args": {"expert": entry, "fake": fake or {}}}
+    return {
+        "name": f"split-{entry['id']}",
+        "route_prefix": None,
+        "import_path": "deployments.fake_expert:build_fake_expert_app",
+        "args": {"expert": entry, "fake": fake or {}},
+    }
 
 
-POETRY = {"id": "poetry", "model": "org/poetry-7b", "skills": ["poem", "rhyme"],
-          "cost": {"input_per_mtok": 0.2, "output_per_mtok": 0.2}, "timeout_s": 2}
+POETRY = {
+    "id": "poetry",
+    "model": "org/poetry-7b",
+    "skills": ["poem", "rhyme"],
+    "cost": {"input_per_mtok": 0.2, "output_per_mtok": 0.2},
+    "timeout_s": 2,
+}
 
 
 def _wait_for_models(base: str, expected: set[str], timeout_s: float = 120) -> None:
@@ -73,30 +80,43 @@ def test_adding_and_removing_an_expert_application_changes_only_that_expert(ray_
     assert _replica_actors("split-poetry")
     asked = _ask(base, "write a poem about the sea")
     assert asked.status_code == 200 and asked.headers["x-coe-experts"] == "poetry", asked.text
-    direct = httpx.post(f"{base}/v1/chat/completions", timeout=30,
-                        json={"model": "poetry", "messages": [{"role": "user", "content": "hello"}]})
+    direct = httpx.post(
+        f"{base}/v1/chat/completions",
+        timeout=30,
+        json={"model": "poetry", "messages": [{"role": "user", "content": "hello"}]},
+    )
     assert direct.status_code == 200 and direct.headers["x-coe-experts"] == "poetry"
     assert _all_replicas(kept) == before, "adding an expert restarted the router or another expert"
 
     # Remove an expert: its application leaves the config.
     deploy_apps(ray_serve, [], remove=("split-text",))
     _wait_for_models(base, {"math", "general", "poetry"})
-    gone = httpx.post(f"{base}/v1/chat/completions", timeout=30,
-                      json={"model": "text", "messages": [{"role": "user", "content": "reverse the word"}]})
+    gone = httpx.post(
+        f"{base}/v1/chat/completions",
+        timeout=30,
+        json={"model": "text", "messages": [{"role": "user", "content": "reverse the word"}]},
+    )
     assert_openai_error(gone, 404)
     routed = _ask(base, "reverse the word cat")
     assert routed.status_code == 200 and routed.headers["x-coe-experts"] != "text"
     still = [ROUTER_APP, "split-math", "split-general"]
-    assert _all_replicas(still) == {app: before[app] for app in still}, \
+    assert _all_replicas(still) == {app: before[app] for app in still}, (
         "removing an expert restarted the router or another expert"
+    )
     assert _ask(base, "please sum 2 and 3").headers["x-coe-experts"] == "math"
 
 
 def test_full_expert_queue_fails_fast_with_503(ray_serve):
     """Serve's bounded queue in front of an expert (max_ongoing_requests + max_queued_requests): calls
     beyond it are refused at once (Serve's BackPressureError), and the client gets a clear 503."""
-    slow = dict(config_dict()["experts"][0], id="slowq", skills=["slowq"], timeout_s=30,
-                max_ongoing_requests=1, max_queued_requests=1)
+    slow = dict(
+        config_dict()["experts"][0],
+        id="slowq",
+        skills=["slowq"],
+        timeout_s=30,
+        max_ongoing_requests=1,
+        max_queued_requests=1,
+    )
     router = _router_app()
     router["name"], router["route_prefix"] = "queue", "/queue"
     router["args"]["discovery"]["app_prefix"] = "queue-"
@@ -111,8 +131,7 @@ def test_full_expert_queue_fails_fast_with_503(ray_serve):
 
     body = {"model": "slowq", "messages": [{"role": "user", "content": "hi"}]}
     with futures.ThreadPoolExecutor(6) as pool:
-        replies = list(pool.map(lambda _: httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60),
-                                range(6)))
+        replies = list(pool.map(lambda _: httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60), range(6)))
     ok = [r for r in replies if r.status_code == 200]
     refused = [r for r in replies if r.status_code != 200]
     assert ok and refused, [r.status_code for r in replies]

@@ -6,26 +6,40 @@ from typing import Any
 
 import httpx
 
-from router_service.serving.assembly import build_service
-from router_service.config.service import parse_service_config
-from router_service.routing.embedding import HashingEmbedder
-from router_service.experts.fake import FakeExpertBackend
 from router_service.api.app import create_app
+from router_service.config.service import parse_service_config
+from router_service.experts.fake import FakeExpertBackend
+from router_service.routing.embedding import HashingEmbedder
+from router_service.serving.assembly import build_service
 
 
 def config_dict(**router: Any) -> dict[str, Any]:
     return {
         "experts": [
-            {"id": "math", "model": "org/math-7b", "skills": ["math", "sum"],
-             "cost": {"input_per_mtok": 0.1, "output_per_mtok": 0.1}, "timeout_s": 2},
-            {"id": "text", "model": "org/text-7b", "skills": ["reverse", "word"],
-             "cost": {"input_per_mtok": 0.1, "output_per_mtok": 0.1}, "timeout_s": 2},
-            {"id": "general", "model": "org/general-8b", "generalist": True,
-             "cost": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}, "timeout_s": 2},
+            {
+                "id": "math",
+                "model": "org/math-7b",
+                "skills": ["math", "sum"],
+                "cost": {"input_per_mtok": 0.1, "output_per_mtok": 0.1},
+                "timeout_s": 2,
+            },
+            {
+                "id": "text",
+                "model": "org/text-7b",
+                "skills": ["reverse", "word"],
+                "cost": {"input_per_mtok": 0.1, "output_per_mtok": 0.1},
+                "timeout_s": 2,
+            },
+            {
+                "id": "general",
+                "model": "org/general-8b",
+                "generalist": True,
+                "cost": {"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+                "timeout_s": 2,
+            },
         ],
         "router": {"strategy": "keyword", "default_expert": "general", **router},
-        "server": {"max_body_bytes": 4096, "max_prompt_chars": 500, "max_tokens_limit": 64,
-                   "default_max_tokens": 16},
+        "server": {"max_body_bytes": 4096, "max_prompt_chars": 500, "max_tokens_limit": 64, "default_max_tokens": 16},
     }
 
 

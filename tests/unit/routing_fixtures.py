@@ -6,16 +6,47 @@ from pathlib import Path
 
 import numpy as np
 
+from router_service.data.table import RoutingTable
 from router_service.routing.artifact import save_artifact
 from router_service.routing.embedding import HashingEmbedder
 from router_service.routing.strategies.base import get_strategy
-from router_service.data.table import RoutingTable
 
 MATH = [f"what is {a} plus {b} sum the numbers" for a, b in zip(range(3, 60, 2), range(40, 11, -1))]
-WORDS = [f"reverse the word {w} and spell it backwards" for w in
-         ["planet", "garden", "window", "coffee", "silver", "rocket", "bridge", "forest", "castle", "market",
-          "pencil", "summer", "winter", "yellow", "purple", "orange", "basket", "candle", "dragon", "island",
-          "jungle", "kettle", "lemon", "mirror", "needle", "oyster", "parrot", "rabbit", "saddle", "tunnel"]]
+WORDS = [
+    f"reverse the word {w} and spell it backwards"
+    for w in [
+        "planet",
+        "garden",
+        "window",
+        "coffee",
+        "silver",
+        "rocket",
+        "bridge",
+        "forest",
+        "castle",
+        "market",
+        "pencil",
+        "summer",
+        "winter",
+        "yellow",
+        "purple",
+        "orange",
+        "basket",
+        "candle",
+        "dragon",
+        "island",
+        "jungle",
+        "kettle",
+        "lemon",
+        "mirror",
+        "needle",
+        "oyster",
+        "parrot",
+        "rabbit",
+        "saddle",
+        "tunnel",
+    ]
+]
 
 
 def separable_table() -> RoutingTable:

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from router_service.domain import ExpertReply, ExpertRequest, GenerationParams, Message
 from router_service.serving.aggregation.synthesize import render_prompt
 from router_service.serving.aggregation.vote import VoteAggregator
-from router_service.domain import ExpertReply, ExpertRequest, GenerationParams, Message
 
 from .helpers import make_client, make_service
 
@@ -44,8 +44,10 @@ async def test_service_vote_over_top_k():
     fixed = answers({"math": "B", "text": "(b)", "general": "C"})
     service, backends = make_service(fakes={e: {"answer": fixed} for e in ("math", "text", "general")})
     async with make_client(service) as c:
-        r = await c.post("/v1/chat/completions", json={
-            "model": "coe", "messages": [{"role": "user", "content": "x"}], "routing": {"top_k": 3}})
+        r = await c.post(
+            "/v1/chat/completions",
+            json={"model": "coe", "messages": [{"role": "user", "content": "x"}], "routing": {"top_k": 3}},
+        )
     body = r.json()
     assert body["choices"][0]["message"]["content"] in ("B", "(b)")
     assert body["routing"]["aggregation"]["support"] == 2
@@ -53,17 +55,20 @@ async def test_service_vote_over_top_k():
 
 
 async def test_deadline_drops_slow_expert_and_says_why():
-    fakes = {"math": {"answer": answers({"math": "7"})},
-             "text": {"delay_s": 5, "answer": answers({"text": "8"})},
-             "general": {"answer": answers({"general": "7"})}}
+    fakes = {
+        "math": {"answer": answers({"math": "7"})},
+        "text": {"delay_s": 5, "answer": answers({"text": "8"})},
+        "general": {"answer": answers({"general": "7"})},
+    }
     service, backends = make_service(fakes=fakes, top_k=3)
     service.config.aggregation.deadline_s = 0.3
     async with make_client(service) as c:
         r = await c.post("/v1/chat/completions", json={"model": "coe", "messages": [{"role": "user", "content": "x"}]})
     routing = r.json()["routing"]
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "7"
-    assert routing["dropped"] == [{"expert": "text", "reason": "deadline",
-                                   "message": "no answer within the 0.3s aggregation deadline"}]
+    assert routing["dropped"] == [
+        {"expert": "text", "reason": "deadline", "message": "no answer within the 0.3s aggregation deadline"}
+    ]
     assert backends["text"].cancelled == 1
 
 
@@ -80,12 +85,16 @@ def synth_service(**kw):
         prompt = req.messages[-1].content
         return "SYNTH:" + ("1. a" in prompt and "2. b" in prompt and "Query: q" in prompt and "ok" or "bad")
 
-    fakes = {"math": {"answer": answers({"math": "a"})}, "text": {"answer": answers({"text": "b"})},
-             "general": {"answer": general_answer}}
+    fakes = {
+        "math": {"answer": answers({"math": "a"})},
+        "text": {"answer": answers({"text": "b"})},
+        "general": {"answer": general_answer},
+    }
     service, backends = make_service(fakes=fakes, **kw)
     service.config.aggregation.method = "synthesize"
     service.config.aggregation.aggregator = "general"
     from router_service.serving.aggregation import make_aggregator
+
     service.aggregator = make_aggregator(service.config.aggregation, service.backends, 2.0)
     return service, backends
 
@@ -93,9 +102,14 @@ def synth_service(**kw):
 async def test_synthesize_uses_aggregator_expert_with_candidates():
     service, backends = synth_service(default_expert="general")
     async with make_client(service) as c:
-        r = await c.post("/v1/chat/completions", json={
-            "model": "coe", "messages": [{"role": "user", "content": "q sum reverse"}],
-            "routing": {"top_k": 2, "strategy": "keyword"}})
+        r = await c.post(
+            "/v1/chat/completions",
+            json={
+                "model": "coe",
+                "messages": [{"role": "user", "content": "q sum reverse"}],
+                "routing": {"top_k": 2, "strategy": "keyword"},
+            },
+        )
     body = r.json()
     assert body["routing"]["aggregation"]["method"] == "synthesize"
     assert body["choices"][0]["message"]["content"] == "SYNTH:ok"
@@ -106,9 +120,15 @@ async def test_synthesize_uses_aggregator_expert_with_candidates():
 async def test_synthesize_streams_the_aggregator_output():
     service, _ = synth_service(default_expert="general")
     async with make_client(service) as c:
-        r = await c.post("/v1/chat/completions", json={
-            "model": "coe", "messages": [{"role": "user", "content": "q"}], "stream": True,
-            "routing": {"top_k": 2, "strategy": "keyword"}})
+        r = await c.post(
+            "/v1/chat/completions",
+            json={
+                "model": "coe",
+                "messages": [{"role": "user", "content": "q"}],
+                "stream": True,
+                "routing": {"top_k": 2, "strategy": "keyword"},
+            },
+        )
     events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
@@ -121,3 +141,24 @@ async def test_synthesize_streams_the_aggregator_output():
 def test_synthesis_prompt_template():
     prompt = render_prompt("R:\n{responses}\nQ: {question}", "why?", [ExpertReply("a", " x "), ExpertReply("b", "y")])
     assert prompt == "R:\n1. x\n2. y\nQ: why?"
+
+
+async def test_bug2_max_experts_above_the_expert_count_is_clamped_not_a_client_error(caplog):
+    """Bug 2: aggregation on with `max_experts` above the number of experts made every routed request a
+    400 `routing.top_k`. It is the operator's setting: the service asks every expert and warns once."""
+    from router_service.config.service import parse_service_config
+    from router_service.experts.fake import FakeExpertBackend
+    from router_service.routing.embedding import HashingEmbedder
+    from router_service.serving.assembly import build_service
+
+    from .helpers import config_dict
+
+    config = parse_service_config({**config_dict(), "aggregation": {"enabled": True, "max_experts": 5}})
+    backends = {e.id: FakeExpertBackend(e.id) for e in config.experts}
+    with caplog.at_level("WARNING", logger="coe.router"):
+        service = build_service(config, backends, embedder_factory=lambda name: HashingEmbedder())
+    assert any("aggregation.max_experts is 5 but only 3 experts" in r.getMessage() for r in caplog.records)
+    async with make_client(service) as c:
+        r = await c.post("/v1/chat/completions", json={"model": "coe", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text
+    assert set(r.json()["routing"]["answered"]) == {"math", "text", "general"}

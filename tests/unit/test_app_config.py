@@ -26,10 +26,18 @@ def _experts(*ids):
 
 
 def _serve_config(router_args, experts):
-    apps = [{"name": "coe", "route_prefix": "/", "import_path": "deployments.app:build_router_app",
-             "args": router_args}]
-    apps += [{"name": f"expert-{e['id']}", "route_prefix": None, "import_path": "deployments.app:build_expert_app",
-              "args": e} for e in experts]
+    apps = [
+        {"name": "coe", "route_prefix": "/", "import_path": "deployments.app:build_router_app", "args": router_args}
+    ]
+    apps += [
+        {
+            "name": f"expert-{e['id']}",
+            "route_prefix": None,
+            "import_path": "deployments.app:build_expert_app",
+            "args": e,
+        }
+        for e in experts
+    ]
     return {"applications": apps}
 
 
@@ -67,8 +75,11 @@ def test_compose_drops_settings_that_name_an_undeployed_expert_and_reports_them(
     args = _router_args(category_map={"algebra": "math", "poems": "poetry"})
     args["aggregation"] = {"method": "synthesize", "aggregator": "general"}
     config, unresolved = compose_service_config(parse_router_app_config(args), _experts("math", "text"))
-    assert unresolved == {"router.default_expert": "general", "router.category_map.poems": "poetry",
-                          "aggregation.aggregator": "general"}
+    assert unresolved == {
+        "router.default_expert": "general",
+        "router.category_map.poems": "poetry",
+        "aggregation.aggregator": "general",
+    }
     assert config.router.default_expert is None
     assert config.router.category_map == {"algebra": "math"}
     assert config.aggregation.method == "vote" and config.aggregation.aggregator is None
@@ -131,3 +142,29 @@ def test_check_command_names_the_field_and_fails(tmp_path, capsys):
     assert main([str(good)]) == 0
     assert main([str(bad)]) == 1
     assert "router.default_expert" in capsys.readouterr().out
+
+
+def test_one_list_of_the_settings_that_name_experts():
+    """`expert_references` is the one list: the one-application check and the split deployment's dangling
+    check both read it, so a field that names an expert is checked (or dropped) the same way in both."""
+    from router_service.config.apps import dangling_references
+    from router_service.config.service import expert_references, parse_service_config
+
+    ghost = {
+        "default_expert": "ghost",
+        "category_map": {"c": "ghost"},
+        "rules": [{"expert": "ghost", "keywords": ["x"]}],
+    }
+    args = _router_args(**ghost)
+    args["aggregation"] = {"method": "synthesize", "aggregator": "ghost"}
+    app = parse_router_app_config(args)
+    fields = {"router.default_expert", "router.category_map.c", "router.rules[0].expert", "aggregation.aggregator"}
+    assert set(expert_references(app.router, app.aggregation)) == fields
+    assert set(dangling_references(app, ["math", "text", "general"])) == fields
+    for key, value in [*ghost.items(), ("aggregator", "ghost")]:
+        one = config_dict(**({} if key == "aggregator" else {key: value}))
+        if key == "aggregator":
+            one["aggregation"] = {"aggregator": value}
+        field = next(f for f in fields if f.split(".")[1].startswith(key))
+        message = _message(parse_service_config, one)
+        assert field in message and "'ghost' is not a configured expert" in message

@@ -7,6 +7,8 @@ import pickle
 import joblib
 import pytest
 
+from router_service.domain import Query
+from router_service.errors import ConfigError, NotFittedError
 from router_service.routing.artifact import (
     FORMAT_VERSION,
     expert_mismatch,
@@ -15,10 +17,8 @@ from router_service.routing.artifact import (
     save_artifact,
 )
 from router_service.routing.embedding import HashingEmbedder
-from router_service.errors import ConfigError, NotFittedError
 from router_service.routing.strategies.base import get_strategy
 from router_service.routing.strategies.skill import LLMSkillAnnotator
-from router_service.domain import Query
 from tests.unit.test_strategies import MODELS, held_out, make_experts, make_table
 
 
@@ -48,8 +48,9 @@ def test_embedder_is_dropped_on_save_and_injected_on_load(fitted_category, tmp_p
     mine = HashingEmbedder(dim=128)
     assert load_artifact(path, embedder=mine).embedder is mine
     prompts = held_out("math", 5)
-    assert [loaded.route(Query(text=p), make_experts()).expert_ids for p in prompts] == \
-        [fitted_category.route(Query(text=p), make_experts()).expert_ids for p in prompts]
+    assert [loaded.route(Query(text=p), make_experts()).expert_ids for p in prompts] == [
+        fitted_category.route(Query(text=p), make_experts()).expert_ids for p in prompts
+    ]
 
 
 def test_wrong_embedder_is_refused(fitted_category, tmp_path):
@@ -135,7 +136,9 @@ def test_llm_annotator_callable_is_not_pickled(tmp_path):
 
 def test_expert_mismatch(fitted_category):
     assert expert_mismatch(fitted_category, ["math-x", "new"]) == {
-        "unknown": ["new"], "missing": ["code-x", "general", "premium"]}
+        "unknown": ["new"],
+        "missing": ["code-x", "general", "premium"],
+    }
     assert expert_mismatch(get_strategy("random"), ["a"]) == {"unknown": [], "missing": []}
 
 
@@ -144,8 +147,10 @@ def _write_json_table(path, n=60):
     import json
 
     table = make_table(n, costs=False)
-    rows = [{"question": p, "scores": dict(zip(table.models, map(float, s))), "category": c}
-            for p, s, c in zip(table.prompts, table.scores, table.categories)]
+    rows = [
+        {"question": p, "scores": dict(zip(table.models, map(float, s))), "category": c}
+        for p, s, c in zip(table.prompts, table.scores, table.categories)
+    ]
     path.write_text(json.dumps(rows))
     return path
 
@@ -155,9 +160,24 @@ def test_fit_cli_writes_a_loadable_artifact(tmp_path, capsys):
 
     train = _write_json_table(tmp_path / "t.json")
     out = tmp_path / "routers" / "c.joblib"
-    rc = main(["--strategy", "category", "--train", str(train), "--embedder", "hashing-256",
-               "--models", "math-x,general", "--param", "confidence_threshold=0.2",
-               "--param", 'category_map={"math": "general"}', "--out", str(out)])
+    rc = main(
+        [
+            "--strategy",
+            "category",
+            "--train",
+            str(train),
+            "--embedder",
+            "hashing-256",
+            "--models",
+            "math-x,general",
+            "--param",
+            "confidence_threshold=0.2",
+            "--param",
+            'category_map={"math": "general"}',
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0 and "fitted 'category' on 60 prompts" in capsys.readouterr().out
     loaded = load_artifact(out, strategy="category")
     assert loaded.fitted_experts == ["math-x", "general"]
@@ -165,17 +185,31 @@ def test_fit_cli_writes_a_loadable_artifact(tmp_path, capsys):
     assert read_artifact_info(out)["metadata"]["rows"] == 60
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--param", "bogus=1"], "bad --param"),
-    (["--param", "estimator=forest"], "estimator must be one of"),
-    (["--models", "nobody"], "nobody"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--param", "bogus=1"], "bad --param"),
+        (["--param", "estimator=forest"], "estimator must be one of"),
+        (["--models", "nobody"], "nobody"),
+    ],
+)
 def test_fit_cli_reports_bad_input(tmp_path, capsys, args, message):
     from router_service.cli.fit import main
 
     train = _write_json_table(tmp_path / "t.json", n=20)
-    rc = main(["--strategy", "cost_aware", "--train", str(train), "--embedder", "hashing-64",
-               "--out", str(tmp_path / "x.joblib"), *args])
+    rc = main(
+        [
+            "--strategy",
+            "cost_aware",
+            "--train",
+            str(train),
+            "--embedder",
+            "hashing-64",
+            "--out",
+            str(tmp_path / "x.joblib"),
+            *args,
+        ]
+    )
     assert rc == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x.joblib").exists()
 
@@ -183,6 +217,8 @@ def test_fit_cli_reports_bad_input(tmp_path, capsys, args, message):
 def test_fit_cli_missing_table(tmp_path, capsys):
     from router_service.cli.fit import main
 
-    assert main(["--strategy", "best_single", "--train", str(tmp_path / "none.json"),
-                 "--out", str(tmp_path / "x.joblib")]) == 2
+    assert (
+        main(["--strategy", "best_single", "--train", str(tmp_path / "none.json"), "--out", str(tmp_path / "x.joblib")])
+        == 2
+    )
     assert "none.json" in capsys.readouterr().err

@@ -112,7 +112,9 @@ def test_default_router_is_fitted_for_exactly_the_served_experts_at_their_prices
         assert (source.model, source.build, source.cost) == (expert.model, expert.build, expert.cost)
     fitted = {Path(p).stem for p in [router.router.artifact, *router.router.extra_artifacts]}
     assert fitted == set(router.fit.strategies)
-    assert all(Path(p).parent == Path(router.fit.out_dir) for p in [router.router.artifact, *router.router.extra_artifacts])
+    assert all(
+        Path(p).parent == Path(router.fit.out_dir) for p in [router.router.artifact, *router.router.extra_artifacts]
+    )
 
 
 def test_shipped_cpu_configs_validate():
@@ -136,3 +138,25 @@ def test_fit_section_must_match_the_expert_applications():
     router_args["fit"]["experts"]["nobody"] = {"model": "./x"}
     with pytest.raises(ConfigError, match=r"fit\.experts\.nobody: no expert application"):
         service_config_from_serve_config(data, "coe.yaml")
+
+
+def test_config_errors_and_request_errors_format_field_paths_alike():
+    """One location formatter (`errors.format_loc`) names fields in config errors and in API 400s."""
+    from pydantic import BaseModel, ValidationError
+
+    from router_service.config.service import format_validation_error
+    from router_service.errors import format_loc, validation_error_to_coe
+
+    assert format_loc(("experts", 0, "cost", "input_per_mtok")) == "experts[0].cost.input_per_mtok"
+    assert format_loc((0, "x")) == "[0].x" and format_loc(()) == ""
+
+    class Item(BaseModel):
+        content: str
+
+    class Body(BaseModel):
+        messages: list[Item]
+
+    with pytest.raises(ValidationError) as info:
+        Body.model_validate({"messages": [{"content": 3}]})
+    assert "  messages[0].content: " in format_validation_error(info.value)
+    assert validation_error_to_coe(info.value).param == "messages[0].content"

@@ -21,8 +21,11 @@ PACKAGE_DIR = Path(router_service.__file__).parent
 
 def core_modules() -> list[str]:
     names = ["router_service"]
-    names += [info.name for info in pkgutil.walk_packages([str(PACKAGE_DIR)], prefix="router_service.")
-              if not info.name.endswith("__main__")]
+    names += [
+        info.name
+        for info in pkgutil.walk_packages([str(PACKAGE_DIR)], prefix="router_service.")
+        if not info.name.endswith("__main__")
+    ]
     return sorted(names)
 
 
@@ -60,3 +63,9 @@ def test_importing_every_core_module_loads_neither_ray_vllm_nor_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported by the core: {out.stdout.strip()}"
+
+
+def test_the_public_surface_resolves_and_stays_small():
+    for name in router_service.__all__:
+        assert getattr(router_service, name) is not None, name
+    assert len(router_service.__all__) <= 25

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from router_service.domain import ExpertCard, Query
 from router_service.routing.embedding import HashingEmbedder
 from router_service.routing.strategies.base import get_strategy
-from router_service.domain import ExpertCard, Query
 from tests.unit.test_strategies import fitted, held_out, make_experts
 
 SHARED = Path(os.environ.get("COE_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared"))
@@ -83,6 +83,7 @@ def test_lambda_monotone_with_card_prices_only():
     experts = make_experts()
     prices = {e.id: e.input_cost_per_mtok for e in experts}
     prompts = held_out("history", 10) + held_out("math", 10)
-    spent = [sum(prices[strategy.route(Query(text=p, cost_weight=w), experts).primary] for p in prompts)
-             for w in LAMBDAS]
+    spent = [
+        sum(prices[strategy.route(Query(text=p, cost_weight=w), experts).primary] for p in prompts) for w in LAMBDAS
+    ]
     assert all(b <= a for a, b in zip(spent, spent[1:])), spent

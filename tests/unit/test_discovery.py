@@ -24,8 +24,11 @@ def world(monkeypatch):
     async def describe(self, app):
         state["described"].append(app.app)
         config = state["describes"].get(app.app)
-        return None if config is None else discovery._Known(app.deployed_at, ExpertConfig.model_validate(config),
-                                                            handle=app.app)
+        return (
+            None
+            if config is None
+            else discovery._Known(app.deployed_at, ExpertConfig.model_validate(config), handle=app.app)
+        )
 
     monkeypatch.setattr(ExpertDiscovery, "_describe", describe)
     return state
@@ -36,8 +39,10 @@ def _scan(finder):
 
 
 def test_running_experts_are_described_once_per_deploy(world):
-    world["apps"] = [ExpertApp("expert-math", "expert-math", 1.0, True),
-                     ExpertApp("expert-text", "expert-text", 1.0, True)]
+    world["apps"] = [
+        ExpertApp("expert-math", "expert-math", 1.0, True),
+        ExpertApp("expert-text", "expert-text", 1.0, True),
+    ]
     world["describes"] = {"expert-math": ENTRIES["math"], "expert-text": ENTRIES["text"]}
     finder = ExpertDiscovery()
     assert _scan(finder) == [("math", "expert-math"), ("text", "expert-text")]
@@ -73,7 +78,9 @@ def test_a_new_expert_is_used_only_once_running_and_described(world):
 
 
 def test_two_applications_with_one_expert_id_serve_the_first(world):
-    world["apps"] = [ExpertApp("expert-math", "expert-math", 1.0, True),
-                     ExpertApp("expert-math2", "expert-math", 1.0, True)]
+    world["apps"] = [
+        ExpertApp("expert-math", "expert-math", 1.0, True),
+        ExpertApp("expert-math2", "expert-math", 1.0, True),
+    ]
     world["describes"] = {"expert-math": ENTRIES["math"], "expert-math2": ENTRIES["math"]}
     assert _scan(ExpertDiscovery()) == [("math", "expert-math")]

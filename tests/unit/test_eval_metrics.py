@@ -7,20 +7,26 @@ import pytest
 
 from eval import metrics
 from router_service.data.table import RoutingTable
+from router_service.routing.strategies.baselines import best_single_index
 
 NAN = float("nan")
 
 
 def table(scores, costs=None) -> RoutingTable:
     scores = np.asarray(scores, dtype=float)
-    return RoutingTable(prompts=[f"p{i}" for i in range(len(scores))],
-                        models=[f"m{j}" for j in range(scores.shape[1])], scores=scores, costs=costs)
+    return RoutingTable(
+        prompts=[f"p{i}" for i in range(len(scores))],
+        models=[f"m{j}" for j in range(scores.shape[1])],
+        scores=scores,
+        costs=costs,
+    )
 
 
 # Row 0: m0 and m1 tie on 1.0, m1 is cheaper → m1.  Row 1: m1 and m2 tie on 0.5, m2 is cheaper → m2.
 # Row 2: every score missing or 0, every cost 1 → first model (m0), whose score is missing.
-ORACLE_TABLE = table([[1.0, 1.0, 0.0], [0.0, 0.5, 0.5], [NAN, 0.0, 0.0]],
-                     costs=[[3.0, 1.0, 2.0], [1.0, 2.0, 1.0], [1.0, 1.0, 1.0]])
+ORACLE_TABLE = table(
+    [[1.0, 1.0, 0.0], [0.0, 0.5, 0.5], [NAN, 0.0, 0.0]], costs=[[3.0, 1.0, 2.0], [1.0, 2.0, 1.0], [1.0, 1.0, 1.0]]
+)
 
 
 def test_outcome_counts_missing_as_zero_and_sums_cost() -> None:
@@ -48,14 +54,34 @@ def test_oracle_without_costs_takes_first_best() -> None:
 
 def test_best_single_uses_mean_with_missing_as_zero() -> None:
     # Means with missing = 0: m0 (1+0+0)/3, m1 (1+0.5+0)/3, m2 (0+0.5+0)/3 → m1.
-    assert metrics.best_single_index(ORACLE_TABLE) == 1
+    assert best_single_index(ORACLE_TABLE) == 1
     # nanmean would pick m0 (1.0 over its single scored prompt); missing answers earn nothing.
-    assert metrics.best_single_index(table([[1.0, 0.8], [NAN, 0.8], [NAN, 0.8]])) == 1
+    assert best_single_index(table([[1.0, 0.8], [NAN, 0.8], [NAN, 0.8]])) == 1
 
 
 def test_best_single_tie_goes_to_cheaper() -> None:
     tied = table([[1, 0, 1], [0, 1, 0]], costs=[[5, 1, 2], [5, 1, 2]])  # every mean is 0.5
-    assert metrics.best_single_index(tied) == 1
+    assert best_single_index(tied) == 1
+
+
+# Float-noise tie: m0's mean is 0.6000000000000001, m1's 0.6; m1 is cheaper. Equal within TIE_TOL, so the
+# cheaper wins (an exact comparison would pick m0 for its last bit).
+NOISE_TIE = table([[0.1, 0.3], [0.2, 0.2], [0.3, 0.1]], costs=[[5, 1], [5, 1], [5, 1]])
+# Missing cost: m0 and m1 tie on quality; m0's one observed cost is 4, m1's mean is 3. Counting m0's missing
+# cost as 0 would make it look cheaper (mean 2); it is ignored instead, so m1 (mean 3) wins.
+MISSING_COST = table([[1.0, 1.0], [0.0, 0.0]], costs=[[NAN, 3.0], [4.0, 3.0]])
+
+
+@pytest.mark.parametrize("tbl, expected", [(NOISE_TIE, "m1"), (MISSING_COST, "m1")], ids=["tie", "missing-cost"])
+def test_eval_and_strategy_pick_the_same_best_single(tbl: RoutingTable, expected: str) -> None:
+    """The eval's best_single baseline and the best_single strategy share one rule."""
+    from eval import offline
+    from router_service.routing.strategies.baselines import BestSingleStrategy
+
+    assert tbl.models[best_single_index(tbl)] == expected
+    assert BestSingleStrategy().fit(tbl).best_ == expected
+    results = offline.run_offline(tbl, tbl, strategies=["best_single"], embedder=None)
+    assert results["baselines"]["best_single"]["model"] == expected
 
 
 def test_random_choices_seeded() -> None:

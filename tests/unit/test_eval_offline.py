@@ -6,8 +6,8 @@ import csv
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -15,14 +15,15 @@ import pytest
 from eval import offline
 from eval.__main__ import main
 from eval.embed_cache import CachedEmbedder
+from router_service.data.table import RoutingTable
+from router_service.domain import ExpertCard, Query
 from router_service.routing.embedding import HashingEmbedder
 from router_service.routing.strategies import base as strategy_base
 from router_service.routing.strategies.base import RoutingStrategy, strategy_class
-from router_service.data.table import RoutingTable
-from router_service.domain import ExpertCard, Query
 
-ROUTING_DIR = Path(os.environ.get("COE_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")) \
-    / "data" / "routing"
+ROUTING_DIR = (
+    Path(os.environ.get("COE_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")) / "data" / "routing"
+)
 needs_data = pytest.mark.skipif(not ROUTING_DIR.is_dir(), reason=f"shared routing data not found at {ROUTING_DIR}")
 
 
@@ -38,7 +39,7 @@ class TinyTradeoffStrategy(RoutingStrategy):
         super().__init__(top_k=top_k)
         self.cost_weight = cost_weight
 
-    def fit(self, table: RoutingTable, embeddings: np.ndarray | None = None) -> "TinyTradeoffStrategy":
+    def fit(self, table: RoutingTable, embeddings: np.ndarray | None = None) -> TinyTradeoffStrategy:
         x = self._table_embeddings(table, embeddings)
         labels = np.array(table.categories or ["all"] * len(table))
         self.labels_ = sorted(set(labels))
@@ -90,8 +91,9 @@ def synthetic_table(n: int, seed: int) -> RoutingTable:
         p = [0.9, 0.2, 0.6] if math_task else [0.2, 0.9, 0.7]
         scores.append((rng.random(3) < p).astype(float))
     costs = np.tile([0.001, 0.002, 0.01], (n, 1))
-    return RoutingTable(prompts=prompts, models=["mathy", "poet", "big"], scores=np.array(scores), costs=costs,
-                        categories=categories)
+    return RoutingTable(
+        prompts=prompts, models=["mathy", "poet", "big"], scores=np.array(scores), costs=costs, categories=categories
+    )
 
 
 def available_default_strategies() -> list[str]:
@@ -132,8 +134,9 @@ def check_results_schema(results: dict, strategies: Sequence[str]) -> None:
 def test_holdout_run_shapes_and_bounds(tiny_registered) -> None:
     train, test = synthetic_table(120, seed=1), synthetic_table(60, seed=2)
     lambdas = (0.0, 0.25, 0.5, 0.75, 1.0)
-    results = offline.run_offline(train, test, strategies=["tiny"], embedder=HashingEmbedder(64), seed=3,
-                                  lambdas=lambdas)
+    results = offline.run_offline(
+        train, test, strategies=["tiny"], embedder=HashingEmbedder(64), seed=3, lambdas=lambdas
+    )
     check_results_schema(results, ["tiny"])
     assert (results["n_train"], results["n_test"]) == (120, 60)
     row = results["strategies"]["tiny"]
@@ -148,8 +151,9 @@ def test_holdout_run_shapes_and_bounds(tiny_registered) -> None:
 
 def test_cv_pools_every_prompt_once(tiny_registered) -> None:
     table = synthetic_table(90, seed=5)
-    results = offline.run_offline(table, strategies=["tiny"], embedder=HashingEmbedder(64), cv=3, seed=0,
-                                  lambdas=(0.0, 1.0))
+    results = offline.run_offline(
+        table, strategies=["tiny"], embedder=HashingEmbedder(64), cv=3, seed=0, lambdas=(0.0, 1.0)
+    )
     check_results_schema(results, ["tiny"])
     assert results["n_test"] == 90 and results["cv"] == 3
     assert len(results["baselines"]["best_single"]["models_per_fold"]) == 3
@@ -157,8 +161,9 @@ def test_cv_pools_every_prompt_once(tiny_registered) -> None:
 
 
 def test_non_tradeoff_strategy_has_point_curve_and_null_aiq() -> None:
-    results = offline.run_offline(synthetic_table(40, 1), synthetic_table(20, 2), strategies=["best_single"],
-                                  lambdas=(0.0, 1.0))
+    results = offline.run_offline(
+        synthetic_table(40, 1), synthetic_table(20, 2), strategies=["best_single"], lambdas=(0.0, 1.0)
+    )
     row = results["strategies"]["best_single"]
     assert row["aiq"] is None and row["curve"] == [[row["cost"], row["quality"]]]
 
@@ -177,8 +182,13 @@ def test_run_offline_rejects_test_and_cv_together() -> None:
 
 
 def test_write_outputs(tmp_path: Path, tiny_registered) -> None:
-    results = offline.run_offline(synthetic_table(40, 1), synthetic_table(20, 2), strategies=["tiny"],
-                                  embedder=HashingEmbedder(32), lambdas=(0.0, 0.5, 1.0))
+    results = offline.run_offline(
+        synthetic_table(40, 1),
+        synthetic_table(20, 2),
+        strategies=["tiny"],
+        embedder=HashingEmbedder(32),
+        lambdas=(0.0, 0.5, 1.0),
+    )
     paths = offline.write_outputs(results, tmp_path / "out")
     assert json.loads(paths["results"].read_text())["n_test"] == 20
     report = paths["report"].read_text()
@@ -205,8 +215,26 @@ def test_cli_cv_on_routerbench_subset(tmp_path: Path, tiny_registered) -> None:
     mbpp = head_csv(ROUTING_DIR / "routerbench" / "mbpp_train.csv", tmp_path / "mbpp_train.csv", 50)
     names = available_default_strategies() + ["tiny"]
     out = tmp_path / "out"
-    code = main(["offline", "--train", str(arc), str(mbpp), "--cv", "3", "--embedder", "hashing-256",
-                 "--strategies", ",".join(names), "--out", str(out), "--seed", "1", "--grid", "6"])
+    code = main(
+        [
+            "offline",
+            "--train",
+            str(arc),
+            str(mbpp),
+            "--cv",
+            "3",
+            "--embedder",
+            "hashing-256",
+            "--strategies",
+            ",".join(names),
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--grid",
+            "6",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     check_results_schema(results, names)
@@ -215,8 +243,23 @@ def test_cli_cv_on_routerbench_subset(tmp_path: Path, tiny_registered) -> None:
     assert (out / "report.md").exists() and (out / "pareto.png").exists()
 
     # A second run is served from the on-disk embedding cache.
-    code = main(["offline", "--train", str(arc), str(mbpp), "--cv", "3", "--embedder", "hashing-256",
-                 "--strategies", "tiny", "--out", str(out), "--no-plot"])
+    code = main(
+        [
+            "offline",
+            "--train",
+            str(arc),
+            str(mbpp),
+            "--cv",
+            "3",
+            "--embedder",
+            "hashing-256",
+            "--strategies",
+            "tiny",
+            "--out",
+            str(out),
+            "--no-plot",
+        ]
+    )
     assert code == 0
     assert json.loads((out / "results.json").read_text())["embedding_cache"]["misses"] == 0
 
@@ -234,8 +277,21 @@ def test_cli_holdout_on_model7_subset(tmp_path: Path, tiny_registered) -> None:
         test_files[-1].write_text(json.dumps(rows[60:100]))
     names = available_default_strategies() + ["tiny"]
     out = tmp_path / "out"
-    code = main(["offline", "--train", *map(str, train_files), "--test", *map(str, test_files),
-                 "--embedder", "hashing-256", "--strategies", ",".join(names), "--out", str(out)])
+    code = main(
+        [
+            "offline",
+            "--train",
+            *map(str, train_files),
+            "--test",
+            *map(str, test_files),
+            "--embedder",
+            "hashing-256",
+            "--strategies",
+            ",".join(names),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     check_results_schema(results, names)
@@ -253,18 +309,22 @@ def test_cli_bad_file_prints_error_and_exits_2(tmp_path: Path, capsys) -> None:
     assert err.startswith("error: ") and str(bad) in err and "row 2" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--cv", "2", "--strategies", "no_such_strategy"], "unknown strategy 'no_such_strategy'"),
-    (["--cv", "2", "--test", "X"], "cannot be combined with --test"),
-    ([], "give --test"),
-    (["--cv", "50"], "needs at least 50 prompts"),
-    (["--cv", "2", "--models", "a,zzz"], "models ['zzz'] are missing"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--cv", "2", "--strategies", "no_such_strategy"], "unknown strategy 'no_such_strategy'"),
+        (["--cv", "2", "--test", "X"], "cannot be combined with --test"),
+        ([], "give --test"),
+        (["--cv", "50"], "needs at least 50 prompts"),
+        (["--cv", "2", "--models", "a,zzz"], "models ['zzz'] are missing"),
+    ],
+)
 def test_cli_usage_errors_exit_2(tmp_path: Path, capsys, extra, message) -> None:
     good = tmp_path / "t.json"
     good.write_text(json.dumps([{"question": f"q{i}", "scores": {"a": 1, "b": 0}} for i in range(4)]))
-    assert main(["offline", "--train", str(good), "--embedder", "hashing-16", "--out", str(tmp_path / "o"),
-                 *extra]) == 2
+    assert (
+        main(["offline", "--train", str(good), "--embedder", "hashing-16", "--out", str(tmp_path / "o"), *extra]) == 2
+    )
     assert message in capsys.readouterr().err
 
 
@@ -289,7 +349,10 @@ def test_cached_embedder_second_instance_reads_disk(tmp_path: Path) -> None:
 
 def test_cache_is_per_model_and_env_dir(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("COE_CACHE_DIR", str(tmp_path / "env-cache"))
-    small, large = CachedEmbedder(HashingEmbedder(8), progress=False), CachedEmbedder(HashingEmbedder(32), progress=False)
+    small, large = (
+        CachedEmbedder(HashingEmbedder(8), progress=False),
+        CachedEmbedder(HashingEmbedder(32), progress=False),
+    )
     assert small.encode(["same text"]).shape == (1, 8)
     assert large.encode(["same text"]).shape == (1, 32)  # another model never gets the 8-dim vector
     assert small.directory.parent == tmp_path / "env-cache" and small.directory != large.directory

@@ -26,6 +26,10 @@ def test_no_alias_is_in_its_own_prompt():
 
 
 def test_the_bank_grader_is_the_core_contains_grader():
-    for reply, answers in [("The capital of France is Paris.", ["Paris"]), ("Parisian food", ["Paris"]),
-                           ("It has 8 legs", ["8", "eight"]), ("18 legs", ["8", "eight"])]:
+    for reply, answers in [
+        ("The capital of France is Paris.", ["Paris"]),
+        ("Parisian food", ["Paris"]),
+        ("It has 8 legs", ["8", "eight"]),
+        ("18 legs", ["8", "eight"]),
+    ]:
         assert general.is_correct_general(reply, answers) == is_correct(reply, answers, "contains")

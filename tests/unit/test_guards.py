@@ -6,13 +6,14 @@ import logging
 import httpx
 import pytest
 
-from router_service.serving.assembly import build_service
-from router_service.config.service import parse_service_config
-from router_service.routing.embedding import HashingEmbedder
-from router_service.experts.fake import FakeExpertBackend
 from router_service.api.app import create_app
+from router_service.config.service import parse_service_config
+from router_service.experts.fake import FakeExpertBackend
+from router_service.routing.embedding import HashingEmbedder
+from router_service.serving.assembly import build_service
 from router_service.serving.metrics import RecordingMetrics
 
+from .gates import Gate, GatedExpert, eventually, until
 from .helpers import assert_openai_error, config_dict
 
 pytestmark = pytest.mark.anyio
@@ -24,12 +25,13 @@ def anyio_backend():
     return "asyncio"
 
 
-def client_for(server=None, fakes=None, metrics=None):
+def client_for(server=None, fakes=None, metrics=None, backends=None):
+    """`fakes`: FakeExpertBackend options per expert id; `backends`: ready-made backends replacing those."""
     args = config_dict()
     args["server"].update(server or {})
     config = parse_service_config(args)
-    backends = {e.id: FakeExpertBackend(e.id, **(fakes or {}).get(e.id, {})) for e in config.experts}
-    service = build_service(config, backends, lambda n: HashingEmbedder(), metrics=metrics)
+    built = {e.id: FakeExpertBackend(e.id, **(fakes or {}).get(e.id, {})) for e in config.experts}
+    service = build_service(config, {**built, **(backends or {})}, lambda n: HashingEmbedder(), metrics=metrics)
     app = create_app(lambda: service, config.server, metrics)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
@@ -61,18 +63,34 @@ async def test_no_keys_means_open(monkeypatch):
 
 
 async def test_over_capacity_gets_429_with_retry_after_and_others_complete():
+    """At the in-flight bound, further requests get 429 + Retry-After at once (no queueing); the admitted
+    ones complete, and capacity is released afterwards.
+
+    Bug 5: event-driven. The two admitted requests are held inside the expert at a gate (not by a 0.3 s
+    delay), so they are provably in flight while the other four arrive; those four must be answered
+    while the gate is still shut, which is what "rejected at once, not queued" means.
+    """
     metrics = RecordingMetrics()
-    async with client_for({"max_in_flight": 2, "retry_after_s": 3},
-                          fakes={"math": {"delay_s": 0.3}}, metrics=metrics) as c:
-        results = await asyncio.gather(*(c.post("/v1/chat/completions", json=BODY) for _ in range(6)))
-        statuses = sorted(r.status_code for r in results)
-        assert statuses == [200, 200, 429, 429, 429, 429]
-        rejected = [r for r in results if r.status_code == 429]
+    gate = Gate()
+    async with client_for(
+        {"max_in_flight": 2, "retry_after_s": 3}, backends={"math": GatedExpert("math", gate)}, metrics=metrics
+    ) as c:
+        admitted = [asyncio.create_task(c.post("/v1/chat/completions", json=BODY)) for _ in range(2)]
+        assert await eventually(lambda: gate.waiting == 2), "both admitted requests should reach the expert"
+        # The limiter answers these itself, on the event loop: `until` may bound the wait.
+        over = [asyncio.create_task(c.post("/v1/chat/completions", json=BODY)) for _ in range(4)]
+        assert await until(lambda: all(t.done() for t in over)), "requests over the bound were queued"
+        assert gate.waiting == 2 and not any(t.done() for t in admitted)  # still in flight meanwhile
+        rejected = [t.result() for t in over]
+        assert [r.status_code for r in rejected] == [429] * 4
         assert all(r.headers["retry-after"] == "3" for r in rejected)
         assert_openai_error(rejected[0], 429)
         assert metrics.counts[("rejected",)] == 4
+        gate.open()
+        assert [r.status_code for r in await asyncio.gather(*admitted)] == [200, 200]
         # Capacity is released: the next request is served.
         assert (await c.post("/v1/chat/completions", json=BODY)).status_code == 200
+    assert gate.passed == 3
 
 
 async def test_metrics_hooks_record_requests_fallbacks_and_errors():

@@ -142,8 +142,10 @@ async def test_stream_of_failing_expert_is_an_http_error(client):
 
 
 async def test_concurrent_bad_and_good_requests(client):
-    bad = [client.post("/v1/chat/completions", content=b"[", headers={"content-type": "application/json"})
-           for _ in range(10)]
+    bad = [
+        client.post("/v1/chat/completions", content=b"[", headers={"content-type": "application/json"})
+        for _ in range(10)
+    ]
     good = [client.post("/v1/chat/completions", json=chat()) for _ in range(10)]
     results = await asyncio.gather(*bad, *good)
     assert [r.status_code for r in results] == [400] * 10 + [200] * 10

@@ -5,10 +5,11 @@ import asyncio
 import numpy as np
 import pytest
 
+from router_service.domain import Query
 from router_service.routing.embedding import HashingEmbedder
 from router_service.routing.embedding_batcher import EmbeddingCache, MicroBatchingEmbedder
 from router_service.routing.strategies.base import RoutingStrategy
-from router_service.domain import Query
+from router_service.serving.service import RouterService
 
 from .helpers import make_service
 
@@ -48,19 +49,24 @@ async def test_concurrent_decisions_equal_routing_alone():
     service, _ = make_service(micro_batch_window_ms=20)
     embedder = CountingEmbedder()
     strategy = NearestSkill().set_embedder(embedder)
-    service.strategies["nearest_skill"] = strategy
-    service.default_strategy = "nearest_skill"
+    service = RouterService(
+        service.config,
+        service.backends,
+        {**service.strategies, "nearest_skill": strategy},
+        default_strategy="nearest_skill",
+    )
     alone = [strategy.route(Query(p, top_k=1), service.cards) for p in PROMPTS]
     embedder.calls.clear()
 
     from router_service.api.schema import ChatCompletionRequest
+
     requests = [ChatCompletionRequest(model="coe", messages=[{"role": "user", "content": p}]) for p in PROMPTS]
-    plans = await asyncio.gather(*(service._plan(r) for r in requests))
+    plans = await asyncio.gather(*(service.planner.plan(r) for r in requests))
     assert [p.decision.expert_ids for p in plans] == [d.expert_ids for d in alone]
     for plan, single in zip(plans, alone):
         assert plan.decision.scores == pytest.approx(single.scores, abs=1e-5)
-    batcher = next(iter(service._batchers.values()))
-    assert batcher.batches < len(PROMPTS)       # prompts really shared encode calls
+    batcher = next(iter(service.planner._batchers.values()))
+    assert batcher.batches < len(PROMPTS)  # prompts really shared encode calls
     assert batcher.cache.hits == 0
 
 

@@ -89,12 +89,28 @@ async def test_refused_parameter_in_a_batch_item_fails_that_item_only(setup, fie
 
 # The "off" value of each refused field, and every no-op field, changes nothing.
 OFF_AND_NO_OP = [
-    ("tools", []), ("tool_choice", "none"), ("functions", []), ("function_call", "none"),
-    ("logit_bias", {}), ("modalities", ["text"]), ("reasoning_effort", "none"), ("store", False),
-    ("service_tier", "auto"), ("service_tier", "default"), ("audio", None), ("prediction", None),
-    ("web_search_options", None), ("moderation", None), ("verbosity", None), ("parallel_tool_calls", None),
-    ("user", "user-1234"), ("safety_identifier", "hash-abc"), ("metadata", {"team": "a", "run": "7"}),
-    ("prompt_cache_key", "k1"), ("prompt_cache_retention", "24h"), ("prompt_cache_options", {"mode": "implicit"}),
+    ("tools", []),
+    ("tool_choice", "none"),
+    ("functions", []),
+    ("function_call", "none"),
+    ("logit_bias", {}),
+    ("modalities", ["text"]),
+    ("reasoning_effort", "none"),
+    ("store", False),
+    ("service_tier", "auto"),
+    ("service_tier", "default"),
+    ("audio", None),
+    ("prediction", None),
+    ("web_search_options", None),
+    ("moderation", None),
+    ("verbosity", None),
+    ("parallel_tool_calls", None),
+    ("user", "user-1234"),
+    ("safety_identifier", "hash-abc"),
+    ("metadata", {"team": "a", "run": "7"}),
+    ("prompt_cache_key", "k1"),
+    ("prompt_cache_retention", "24h"),
+    ("prompt_cache_options", {"mode": "implicit"}),
     ("stream_options", {"include_obfuscation": True}),
 ]
 
@@ -141,15 +157,37 @@ def test_every_parameter_of_the_openai_client_is_declared():
 async def test_honoured_parameters_reach_the_expert(setup):
     client, backends = setup
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    r = await client.post(URL, json=chat(
-        temperature=0.7, top_p=0.9, seed=11, stop=["x", "yy"], max_completion_tokens=12, n=3,
-        presence_penalty=0.5, frequency_penalty=-1.5, logprobs=True, top_logprobs=4,
-        response_format={"type": "json_schema", "json_schema": {"name": "out", "schema": schema, "strict": True}}))
+    r = await client.post(
+        URL,
+        json=chat(
+            temperature=0.7,
+            top_p=0.9,
+            seed=11,
+            stop=["x", "yy"],
+            max_completion_tokens=12,
+            n=3,
+            presence_penalty=0.5,
+            frequency_penalty=-1.5,
+            logprobs=True,
+            top_logprobs=4,
+            response_format={"type": "json_schema", "json_schema": {"name": "out", "schema": schema, "strict": True}},
+        ),
+    )
     assert r.status_code == 200, r.text
     assert sent_params(backends) == GenerationParams(
-        max_tokens=12, temperature=0.7, top_p=0.9, stop=("x", "yy"), seed=11, n=3, presence_penalty=0.5,
-        frequency_penalty=-1.5, logprobs=True, top_logprobs=4, structured="json_schema",
-        json_schema='{"properties": {"a": {"type": "integer"}}, "required": ["a"], "type": "object"}')
+        max_tokens=12,
+        temperature=0.7,
+        top_p=0.9,
+        stop=("x", "yy"),
+        seed=11,
+        n=3,
+        presence_penalty=0.5,
+        frequency_penalty=-1.5,
+        logprobs=True,
+        top_logprobs=4,
+        structured="json_schema",
+        json_schema='{"properties": {"a": {"type": "integer"}}, "required": ["a"], "type": "object"}',
+    )
 
 
 async def test_defaults_when_nothing_is_set(setup):
@@ -158,11 +196,14 @@ async def test_defaults_when_nothing_is_set(setup):
     assert sent_params(backends) == GenerationParams(max_tokens=16)  # helpers: server.default_max_tokens
 
 
-@pytest.mark.parametrize("response_format,structured", [
-    ({"type": "text"}, None),
-    ({"type": "json_object"}, "json_object"),
-    ({"type": "json_schema", "json_schema": {"name": "any"}}, "json_object"),  # no schema: any JSON object
-])
+@pytest.mark.parametrize(
+    "response_format,structured",
+    [
+        ({"type": "text"}, None),
+        ({"type": "json_object"}, "json_object"),
+        ({"type": "json_schema", "json_schema": {"name": "any"}}, "json_object"),  # no schema: any JSON object
+    ],
+)
 async def test_response_format_modes(setup, response_format, structured):
     client, backends = setup
     r = await client.post(URL, json=chat(response_format=response_format))
@@ -171,25 +212,32 @@ async def test_response_format_modes(setup, response_format, structured):
     assert sent_params(backends).json_schema is None
 
 
-@pytest.mark.parametrize("overrides,param", [
-    ({"n": 0}, "n"),
-    ({"n": 9}, "n"),
-    ({"top_logprobs": 2}, "top_logprobs"),  # needs logprobs: true
-    ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
-    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-    ({"presence_penalty": 2.5}, "presence_penalty"),
-    ({"frequency_penalty": -2.1}, "frequency_penalty"),
-    ({"seed": 2**63}, "seed"),
-    ({"stop": ["a", ""]}, "stop"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"response_format": {"type": "xml"}}, "response_format.type"),
-    ({"response_format": {"type": "json_schema"}}, "response_format"),
-    ({"response_format": {"type": "json_object", "json_schema": {"name": "x"}}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "bad name!"}}},
-     "response_format.json_schema.name"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": "nope"}}},
-     "response_format.json_schema.schema"),
-])
+@pytest.mark.parametrize(
+    "overrides,param",
+    [
+        ({"n": 0}, "n"),
+        ({"n": 9}, "n"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # needs logprobs: true
+        ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"frequency_penalty": -2.1}, "frequency_penalty"),
+        ({"seed": 2**63}, "seed"),
+        ({"stop": ["a", ""]}, "stop"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"response_format": {"type": "json_object", "json_schema": {"name": "x"}}}, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "bad name!"}}},
+            "response_format.json_schema.name",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": "nope"}}},
+            "response_format.json_schema.schema",
+        ),
+    ],
+)
 async def test_out_of_range_honoured_values_are_400_naming_the_field(setup, overrides, param):
     client, backends = setup
     assert_openai_error(await client.post(URL, json=chat(**overrides)), 400, param=param)
@@ -242,8 +290,9 @@ async def test_logprobs_have_the_openai_shape(setup):
 
 async def test_streamed_n_choices_and_logprobs(setup):
     client, _ = setup
-    body = chat(n=2, temperature=0.5, seed=1, logprobs=True, top_logprobs=1, stream=True,
-                stream_options={"include_usage": True})
+    body = chat(
+        n=2, temperature=0.5, seed=1, logprobs=True, top_logprobs=1, stream=True, stream_options={"include_usage": True}
+    )
     async with client.stream("POST", URL, json=body) as r:
         assert r.status_code == 200
         lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
@@ -272,8 +321,17 @@ async def test_single_stream_parameters_are_refused_with_several_experts(setup, 
 
 async def test_sampling_and_response_format_apply_to_every_aggregated_expert(setup):
     client, backends = setup
-    r = await client.post(URL, json=chat(model="coe", routing={"top_k": 2}, temperature=0.3, seed=4, stop=["!"],
-                                         response_format={"type": "json_object"}))
+    r = await client.post(
+        URL,
+        json=chat(
+            model="coe",
+            routing={"top_k": 2},
+            temperature=0.3,
+            seed=4,
+            stop=["!"],
+            response_format={"type": "json_object"},
+        ),
+    )
     assert r.status_code == 200, r.text
     called = [b for b in backends.values() if b.calls]
     assert len(called) == 2
@@ -287,14 +345,25 @@ async def test_the_official_client_parses_n_choices_and_logprobs():
     app_client = make_client(service)
     client = openai.AsyncOpenAI(base_url="http://test/v1", api_key="x", http_client=app_client, max_retries=0)
     completion = await client.chat.completions.create(
-        model="math", messages=[{"role": "user", "content": "add 2 sum 3"}], n=2, temperature=0.9, seed=2,
-        logprobs=True, top_logprobs=3, presence_penalty=0.1, user="u", metadata={"k": "v"})
+        model="math",
+        messages=[{"role": "user", "content": "add 2 sum 3"}],
+        n=2,
+        temperature=0.9,
+        seed=2,
+        logprobs=True,
+        top_logprobs=3,
+        presence_penalty=0.1,
+        user="u",
+        metadata={"k": "v"},
+    )
     assert len(completion.choices) == 2
     token = completion.choices[1].logprobs.content[0]
     assert len(token.top_logprobs) == 3 and token.bytes == list(token.token.encode())
     with pytest.raises(openai.BadRequestError) as info:
-        await client.chat.completions.create(model="coe", messages=[{"role": "user", "content": "x"}],
-                                             tools=[{"type": "function", "function": {"name": "f"}}])
+        await client.chat.completions.create(
+            model="coe",
+            messages=[{"role": "user", "content": "x"}],
+            tools=[{"type": "function", "function": {"name": "f"}}],
+        )
     assert info.value.body["param"] == "tools"
     await app_client.aclose()
-

@@ -74,12 +74,13 @@ async def test_top_k_asks_every_chosen_expert_and_votes():
 async def test_stream_is_sse_with_routing_in_first_chunk_and_done():
     service, _ = make_service()
     async with make_client(service) as c:
-        r = await c.post("/v1/chat/completions",
-                         json=chat("reverse this word", stream=True, stream_options={"include_usage": True}))
+        r = await c.post(
+            "/v1/chat/completions", json=chat("reverse this word", stream=True, stream_options={"include_usage": True})
+        )
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["x-coe-experts"] == "text"
-        events = [line[len("data: "):] for line in r.text.splitlines() if line.startswith("data: ")]
+        events = [line[len("data: ") :] for line in r.text.splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
         chunks = [json.loads(e) for e in events[:-1]]
         assert chunks[0]["routing"]["experts"] == ["text"]
@@ -97,15 +98,21 @@ async def test_models_and_health():
         assert [m["id"] for m in models["data"]] == ["coe", "math", "text", "general"]
         health = (await c.get("/health")).json()
         assert health["status"] == "ok"
-        assert health["experts"] == {"math": True, "text": True, "general": True}
+        assert health["experts"] == {e: {"status": "ok", "resident": True} for e in ("math", "text", "general")}
 
 
-async def test_health_reports_a_down_expert():
+async def test_bug3_health_reports_each_expert_as_ok_degraded_or_unavailable():
+    """Bug 3: /health gave booleans per expert where the README promises statuses."""
     service, _ = make_service(fakes={"text": {"fail": True}})
     async with make_client(service) as c:
         health = (await c.get("/health")).json()
         assert health["status"] == "degraded"
-        assert health["experts"]["text"] is False
+        assert health["experts"]["text"] == {"status": "unavailable", "resident": True}
+        assert health["experts"]["math"]["status"] == "ok"
+    service, _ = make_service(fakes={e: {"fail": True} for e in ("math", "text", "general")})
+    async with make_client(service) as c:
+        r = await c.get("/health")
+        assert (r.status_code, r.json()["status"]) == (503, "unavailable")
 
 
 async def test_max_tokens_is_forwarded():

@@ -8,15 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from router_service.data.table import RoutingTable
+from router_service.domain import ExpertCard, Query
+from router_service.errors import CoEError, NotFittedError, UnknownParameterError
 from router_service.routing.embedding import HashingEmbedder
-from router_service.errors import InvalidRequestError, NotFittedError
 from router_service.routing.strategies.base import get_strategy
 from router_service.routing.strategies.baselines import BestSingleStrategy, RandomStrategy
 from router_service.routing.strategies.category import CategoryStrategy, choose_k
 from router_service.routing.strategies.cost_aware import CostAwareStrategy
 from router_service.routing.strategies.skill import EmbeddingSkillAnnotator, LLMSkillAnnotator, SkillStrategy
-from router_service.data.table import RoutingTable
-from router_service.domain import ExpertCard, Query
 
 MODELS = ["math-x", "code-x", "general", "premium"]
 PRICES = {"math-x": 1.0, "code-x": 1.0, "general": 2.0, "premium": 10.0}
@@ -42,8 +42,13 @@ def make_table(n: int = 150, seed: int = 0, categories: bool = True, costs: bool
         labels.append(topic)
         scores.append((rng.random(len(MODELS)) < ACCURACY[topic]).astype(float))
     cost = np.tile([PRICES[m] / 1000 for m in MODELS], (n, 1)) * rng.uniform(0.8, 1.2, (n, 1))
-    return RoutingTable(prompts=prompts, models=list(MODELS), scores=np.array(scores),
-                        costs=cost if costs else None, categories=labels if categories else None)
+    return RoutingTable(
+        prompts=prompts,
+        models=list(MODELS),
+        scores=np.array(scores),
+        costs=cost if costs else None,
+        categories=labels if categories else None,
+    )
 
 
 def make_experts(ids=MODELS, priced: bool = True) -> list[ExpertCard]:
@@ -80,8 +85,12 @@ def test_best_single_picks_best_mean_and_breaks_ties_by_cost():
     table = make_table()
     strategy = BestSingleStrategy().fit(table)
     assert strategy.best_ == table.models[int(np.argmax(table.score_matrix().mean(axis=0)))]
-    tied = RoutingTable(prompts=["a", "b"], models=["dear", "cheap"], scores=np.array([[1, 1], [0, 0]]),
-                        costs=np.array([[5.0, 1.0], [5.0, 1.0]]))
+    tied = RoutingTable(
+        prompts=["a", "b"],
+        models=["dear", "cheap"],
+        scores=np.array([[1, 1], [0, 0]]),
+        costs=np.array([[5.0, 1.0], [5.0, 1.0]]),
+    )
     strategy = BestSingleStrategy().fit(tied)
     assert strategy.best_ == "cheap"
     assert strategy.route(Query(text="x"), [ExpertCard(id="dear"), ExpertCard(id="cheap")]).primary == "cheap"
@@ -146,15 +155,23 @@ def test_skill_annotates_two_to_five_and_profiles_plus_minus_one():
     strategy = fitted("skill", table)
     decision = strategy.route(Query(text=held_out("math")[0]), make_experts())
     assert 2 <= len(decision.details["skills"]) <= 5
-    # Profile: right − wrong per (model, skill), bounded by the number of prompts with that skill.
-    assert np.all(np.abs(strategy.profile_) <= strategy.seen_)
-    assert np.array_equal(strategy.profile_ % 2, strategy.seen_ % 2)
+    # Profile: per (model, skill) the prompts right and seen, so the ±1 profile right − wrong = 2·right − seen
+    # is bounded by the number of prompts with that skill.
+    assert np.all((strategy.right_ >= 0) & (strategy.right_ <= strategy.seen_))
+    assert np.array_equal(strategy.seen_, np.round(strategy.seen_)) and strategy.seen_.sum() > 0
+    assert np.all(np.abs(2 * strategy.right_ - strategy.seen_) <= strategy.seen_)
 
 
 def test_skill_routes_specialists_deterministically():
     # A vocabulary the hashing embedder can match (it only sees shared character n-grams).
-    vocabulary = ["add numbers sum", "multiply divide fraction", "python function def", "list string array",
-                  "empire king dynasty", "war battle treaty"]
+    vocabulary = [
+        "add numbers sum",
+        "multiply divide fraction",
+        "python function def",
+        "list string array",
+        "empire king dynasty",
+        "war battle treaty",
+    ]
     strategy = fitted("skill", annotator=EmbeddingSkillAnnotator(vocabulary, min_similarity=0.3))
     picks = [strategy.route(Query(text=p), make_experts()).primary for p in held_out("code")]
     assert picks == [strategy.route(Query(text=p), make_experts()).primary for p in held_out("code")]
@@ -188,8 +205,9 @@ def test_skill_sampling_is_seeded():
     a = fitted("skill", temperature=0.05, seed=3)
     b = fitted("skill", temperature=0.05, seed=3)
     prompts = held_out("history")
-    assert [a.route(Query(text=p), make_experts()).primary for p in prompts] == \
-        [b.route(Query(text=p), make_experts()).primary for p in prompts]
+    assert [a.route(Query(text=p), make_experts()).primary for p in prompts] == [
+        b.route(Query(text=p), make_experts()).primary for p in prompts
+    ]
 
 
 # -- cost_aware -----------------------------------------------------------------------------------
@@ -257,7 +275,64 @@ def test_top_k_returns_distinct_experts():
 
 
 def test_set_params_rejects_unknown_names():
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(UnknownParameterError) as info:
         CategoryStrategy().set_params(cost_weight=0.3)
+    assert info.value.names == ["cost_weight"] and not isinstance(info.value, CoEError)  # a domain error
     assert CostAwareStrategy().set_params(cost_weight=0.3).cost_weight == 0.3
     assert "annotator" in SkillStrategy.param_names()
+
+
+def test_routing_errors_are_domain_errors_mapped_to_400_in_one_place():
+    """Strategies raise domain errors (no HTTP status); `to_error_response` maps them to the 400 the API
+    always gave: the same status, type, param and code as before the strategies stopped raising HTTP errors."""
+    import importlib
+
+    from router_service.errors import RoutingError, UnknownStrategyError, to_error_response
+    from router_service.routing.strategies.base import _REGISTRY, strategy_class
+
+    with pytest.raises(UnknownStrategyError) as unknown_strategy:
+        strategy_class("magic")
+    with pytest.raises(UnknownParameterError) as unknown_param:
+        CostAwareStrategy().set_params(colour="red")
+    for exc, param, code in (
+        (unknown_strategy.value, "routing.strategy", "unknown_strategy"),
+        (unknown_param.value, "router.params", "unknown_parameter"),
+    ):
+        assert isinstance(exc, RoutingError) and not isinstance(exc, CoEError) and not hasattr(exc, "status_code")
+        status, body, headers = to_error_response(exc)
+        assert status == 400 and headers == {}
+        assert (body.error.type, body.error.param, body.error.code) == ("invalid_request_error", param, code)
+        assert body.error.message == exc.message
+    # No strategy module even imports a client (4xx) HTTP error.
+    for target in {*_REGISTRY.values(), "router_service.routing.strategies.base:RoutingStrategy"}:
+        module = importlib.import_module(target.split(":")[0])
+        http = [
+            name
+            for name, value in vars(module).items()
+            if isinstance(value, type) and issubclass(value, CoEError) and value.status_code < 500
+        ]
+        assert not http, f"{module.__name__} imports HTTP errors {http}"
+
+
+def test_bug6_readme_and_docstring_say_which_skill_defaults_were_tuned_on_model7():
+    """skill's strength_power and min_similarity defaults were chosen on the model7 tables. The README
+    used to say no router was tuned to these files; now it, the README's "What was tuned on what" table
+    and the strategy's docstring name that source, for the values the code actually has."""
+    import inspect
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "The routers were not tuned to these files" not in readme
+    assert "What was tuned to these files: two of `skill`'s defaults were chosen on `model7/`" in readme
+    defaults = SkillStrategy().get_params()
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:4]]
+        for line in readme.splitlines()
+        if line.startswith("| `skill` ")
+    }
+    doc = inspect.getdoc(SkillStrategy)
+    for param in ("strength_power", "min_similarity"):
+        value, source = rows[f"`skill` {param}"]
+        assert float(value) == defaults[param] and "model7" in source
+        assert f"{param} = {defaults[param]}" in doc
+    assert "model7" in doc.split("Defaults, and the data they were chosen on")[1]

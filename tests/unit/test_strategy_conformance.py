@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from router_service.domain import ExpertCard, Query
+from router_service.errors import NotFittedError
 from router_service.routing.artifact import load_artifact, save_artifact
 from router_service.routing.embedding import HashingEmbedder
-from router_service.errors import NotFittedError
 from router_service.routing.strategies.base import RoutingStrategy, get_strategy, known_strategies, strategy_class
-from router_service.domain import ExpertCard, Query
 from tests.unit.test_strategies import held_out, make_experts, make_table
 
 STRATEGIES = known_strategies()
@@ -117,7 +117,8 @@ def test_precomputed_embedding_is_used(name, table):
     prompt = PROMPTS[0]
     vector = HashingEmbedder().encode([prompt])[0]
     assert decisions(strategy, [prompt]) == [
-        (d.expert_ids, d.scores) for d in [strategy.route(Query(text=prompt, embedding=vector), make_experts())]]
+        (d.expert_ids, d.scores) for d in [strategy.route(Query(text=prompt, embedding=vector), make_experts())]
+    ]
 
 
 def test_registry_covers_the_issue_strategies():

@@ -13,19 +13,32 @@ import pytest
 
 from router_service.data.loaders import (
     DEFAULT_OUTPUT_TOKENS,
+    DatasetError,
     TableFormatError,
     category_from_stem,
     load_prices,
     load_table,
     load_tables,
+    read_jsonl,
 )
 
-ROUTING_DIR = Path(os.environ.get("COE_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")) \
-    / "data" / "routing"
+ROUTING_DIR = (
+    Path(os.environ.get("COE_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")) / "data" / "routing"
+)
 
-CSV_HEADER = ["", "sample_id", "prompt", "eval_name", "model-a", "org/model-b", "model-a|model_response",
-              "org/model-b|model_response", "model-a|total_cost", "org/model-b|total_cost",
-              "oracle_model_to_route_to"]
+CSV_HEADER = [
+    "",
+    "sample_id",
+    "prompt",
+    "eval_name",
+    "model-a",
+    "org/model-b",
+    "model-a|model_response",
+    "org/model-b|model_response",
+    "model-a|total_cost",
+    "org/model-b|total_cost",
+    "oracle_model_to_route_to",
+]
 
 
 def write_csv(path: Path, rows: list[list[str]], header: list[str] = CSV_HEADER) -> Path:
@@ -43,13 +56,26 @@ def write_json(path: Path, payload) -> Path:
 
 @pytest.fixture
 def routerbench_csv(tmp_path: Path) -> Path:
-    return write_csv(tmp_path / "arc_challenge_train.csv", [
-        ["0", "arc.1", "['What is 2+2?\\nA) 3\\nB) 4']", "arc-challenge", "1.0", "0.0", "B", "A", "0.001",
-         "0.01", "model-a"],
-        ["1", "arc.2", "['Second, with a comma']", "arc-challenge", "", "1.0", "", "ok", "", "0.02",
-         "org/model-b"],
-        ["2", "wino.1", "plain prompt", "winogrande", "0.5", "1", "x", "y", "0.003", "0.03", "org/model-b"],
-    ])
+    return write_csv(
+        tmp_path / "arc_challenge_train.csv",
+        [
+            [
+                "0",
+                "arc.1",
+                "['What is 2+2?\\nA) 3\\nB) 4']",
+                "arc-challenge",
+                "1.0",
+                "0.0",
+                "B",
+                "A",
+                "0.001",
+                "0.01",
+                "model-a",
+            ],
+            ["1", "arc.2", "['Second, with a comma']", "arc-challenge", "", "1.0", "", "ok", "", "0.02", "org/model-b"],
+            ["2", "wino.1", "plain prompt", "winogrande", "0.5", "1", "x", "y", "0.003", "0.03", "org/model-b"],
+        ],
+    )
 
 
 # ----------------------------------------------------------------------------------------- RouterBench CSV
@@ -73,11 +99,13 @@ def test_csv_without_cost_columns_has_no_costs_and_stem_category(tmp_path: Path)
     assert table.categories == ["mbpp"]
 
 
-@pytest.mark.parametrize("cell, message", [("yes", "score must be a number"), ("1.5", "outside [0, 1]"),
-                                           ("-0.1", "outside [0, 1]")])
+@pytest.mark.parametrize(
+    "cell, message", [("yes", "score must be a number"), ("1.5", "outside [0, 1]"), ("-0.1", "outside [0, 1]")]
+)
 def test_csv_bad_score_names_file_row_and_column(tmp_path: Path, cell: str, message: str) -> None:
-    path = write_csv(tmp_path / "bad.csv", [["p1", "1", "0"], ["p2", "0", "1"], ["p3", cell, "1"]],
-                     header=["prompt", "m1", "m2"])
+    path = write_csv(
+        tmp_path / "bad.csv", [["p1", "1", "0"], ["p2", "0", "1"], ["p3", cell, "1"]], header=["prompt", "m1", "m2"]
+    )
     with pytest.raises(TableFormatError) as info:
         load_table(path)
     text = str(info.value)
@@ -102,11 +130,14 @@ def test_csv_partial_cost_columns_rejected(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------- question/scores JSON
 def test_scores_json_missing_models_and_null_are_nan(tmp_path: Path) -> None:
-    path = write_json(tmp_path / "gsm8k-train.json", [
-        {"question": "q1", "scores": {"a": 1.0, "b": 0.25}},
-        {"question": "q2", "scores": {"a": None, "b": 0.5}, "cluster_id": 3},
-        {"question": "q3", "scores": {"b": 1}, "category": "math"},
-    ])
+    path = write_json(
+        tmp_path / "gsm8k-train.json",
+        [
+            {"question": "q1", "scores": {"a": 1.0, "b": 0.25}},
+            {"question": "q2", "scores": {"a": None, "b": 0.5}, "cluster_id": 3},
+            {"question": "q3", "scores": {"b": 1}, "category": "math"},
+        ],
+    )
     table = load_table(path)
     assert table.models == ["a", "b"]
     assert table.costs is None
@@ -115,22 +146,35 @@ def test_scores_json_missing_models_and_null_are_nan(tmp_path: Path) -> None:
     np.testing.assert_allclose(table.scores[:, 1], [0.25, 0.5, 1.0])
 
 
-@pytest.mark.parametrize("stem, category", [("gsm8k-train", "gsm8k"), ("mmlu_test", "mmlu"),
-                                            ("arc_challenge_train", "arc_challenge"), ("humaneval", "humaneval"),
-                                            ("winogrande.dev", "winogrande")])
+@pytest.mark.parametrize(
+    "stem, category",
+    [
+        ("gsm8k-train", "gsm8k"),
+        ("mmlu_test", "mmlu"),
+        ("arc_challenge_train", "arc_challenge"),
+        ("humaneval", "humaneval"),
+        ("winogrande.dev", "winogrande"),
+    ],
+)
 def test_category_from_stem(stem: str, category: str) -> None:
     assert category_from_stem(f"/x/{stem}.json") == category
 
 
-@pytest.mark.parametrize("payload, message", [
-    ({"question": "q"}, "expected a JSON list"),
-    ([{"question": "q", "scores": {"a": 1}}, {"question": "q2", "scores": {"a": 1.2}}], r"row 2, model 'a'.*outside"),
-    ([{"question": "q", "scores": {"a": 1}}, {"scores": {"a": 1}}], "row 2: 'question' must be"),
-    ([{"question": "q", "scores": {"a": "high"}}], "row 1, model 'a': score must be a number"),
-    ([{"question": "q", "scores": {}}], "row 1: 'scores' must be a non-empty object"),
-    ([5], "row 1: expected an object"),
-    ([], "no rows"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"question": "q"}, "expected a JSON list"),
+        (
+            [{"question": "q", "scores": {"a": 1}}, {"question": "q2", "scores": {"a": 1.2}}],
+            r"row 2, model 'a'.*outside",
+        ),
+        ([{"question": "q", "scores": {"a": 1}}, {"scores": {"a": 1}}], "row 2: 'question' must be"),
+        ([{"question": "q", "scores": {"a": "high"}}], "row 1, model 'a': score must be a number"),
+        ([{"question": "q", "scores": {}}], "row 1: 'scores' must be a non-empty object"),
+        ([5], "row 1: expected an object"),
+        ([], "no rows"),
+    ],
+)
 def test_scores_json_bad_rows(tmp_path: Path, payload, message: str) -> None:
     path = write_json(tmp_path / "mmlu_train.json", payload)
     with pytest.raises(TableFormatError, match=message) as info:
@@ -151,17 +195,29 @@ def test_invalid_json_missing_file_and_unknown_suffix(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------- prices
 def test_prices_give_token_estimated_costs(tmp_path: Path) -> None:
-    table_path = write_json(tmp_path / "gsm8k-train.json", [
-        {"question": "x" * 400, "scores": {"a": 1, "b": 0}},
-        {"question": "y" * 10, "scores": {"a": 0, "b": 1}, "category": "mmlu"},
-    ])
-    prices_path = write_json(tmp_path / "prices.json", {"a": {"input_price": 1.0, "output_price": 2.0},
-                                                        "b": {"input_price": 0.5, "output_price": 0.5},
-                                                        "unused": {"input_price": 9, "output_price": 9}})
+    table_path = write_json(
+        tmp_path / "gsm8k-train.json",
+        [
+            {"question": "x" * 400, "scores": {"a": 1, "b": 0}},
+            {"question": "y" * 10, "scores": {"a": 0, "b": 1}, "category": "mmlu"},
+        ],
+    )
+    prices_path = write_json(
+        tmp_path / "prices.json",
+        {
+            "a": {"input_price": 1.0, "output_price": 2.0},
+            "b": {"input_price": 0.5, "output_price": 0.5},
+            "unused": {"input_price": 9, "output_price": 9},
+        },
+    )
     table = load_table(table_path, prices=prices_path)
     # 400 chars → 100 input tokens; gsm8k → 256 output tokens. 10 chars → 3 tokens; mmlu → default.
-    expected = np.array([[(100 * 1.0 + 256 * 2.0) / 1e6, (100 * 0.5 + 256 * 0.5) / 1e6],
-                         [(3 * 1.0 + DEFAULT_OUTPUT_TOKENS * 2.0) / 1e6, (3 * 0.5 + DEFAULT_OUTPUT_TOKENS * 0.5) / 1e6]])
+    expected = np.array(
+        [
+            [(100 * 1.0 + 256 * 2.0) / 1e6, (100 * 0.5 + 256 * 0.5) / 1e6],
+            [(3 * 1.0 + DEFAULT_OUTPUT_TOKENS * 2.0) / 1e6, (3 * 0.5 + DEFAULT_OUTPUT_TOKENS * 0.5) / 1e6],
+        ]
+    )
     np.testing.assert_allclose(table.costs, expected)
     assert load_tables([table_path], prices=load_prices(prices_path)).costs.shape == (2, 2)
 
@@ -177,16 +233,23 @@ def test_price_file_errors(tmp_path: Path) -> None:
 
 
 def test_table_with_costs_keeps_them_when_prices_given(routerbench_csv: Path, tmp_path: Path) -> None:
-    prices = write_json(tmp_path / "p.json", {"model-a": {"input_price": 100, "output_price": 100},
-                                              "org/model-b": {"input_price": 100, "output_price": 100}})
+    prices = write_json(
+        tmp_path / "p.json",
+        {
+            "model-a": {"input_price": 100, "output_price": 100},
+            "org/model-b": {"input_price": 100, "output_price": 100},
+        },
+    )
     np.testing.assert_allclose(load_table(routerbench_csv, prices=prices).costs[:, 1], [0.01, 0.02, 0.03])
 
 
 # ----------------------------------------------------------------------------------------- several files
 def test_load_tables_concatenates_rows(tmp_path: Path) -> None:
     first = write_json(tmp_path / "gsm8k-train.json", [{"question": "q1", "scores": {"a": 1, "b": 0}}])
-    second = write_json(tmp_path / "mmlu_train.json", [{"question": "q2", "scores": {"b": 0.5, "a": 0.25}},
-                                                      {"question": "q3", "scores": {"a": 0, "b": 1}}])
+    second = write_json(
+        tmp_path / "mmlu_train.json",
+        [{"question": "q2", "scores": {"b": 0.5, "a": 0.25}}, {"question": "q3", "scores": {"a": 0, "b": 1}}],
+    )
     table = load_tables([first, second])
     assert table.models == ["a", "b"]  # the second file's column order is aligned to the first's
     assert table.prompts == ["q1", "q2", "q3"]
@@ -235,3 +298,37 @@ def test_real_model7_json_categories_from_stem() -> None:
     assert len(table) == 1115 and len(table.models) == 7
     assert set(table.categories) == {"gsm8k", "humaneval"}
     assert table.costs is None
+
+
+# ----------------------------------------------------------------------------------------- JSON Lines
+def test_read_jsonl_numbers_lines_and_skips_blank_ones(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a", "answer": "1"}\n\n  \n["not", "an object"]\n', encoding="utf-8")
+    assert list(read_jsonl(path)) == [(1, {"prompt": "a", "answer": "1"}), (4, ["not", "an object"])]
+
+
+def test_read_jsonl_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a"}\n{broken\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"d\.jsonl:2: not JSON"):
+        list(read_jsonl(path))
+    with pytest.raises(DatasetError, match=r"absent\.jsonl: cannot read"):
+        list(read_jsonl(tmp_path / "absent.jsonl"))
+
+
+def test_eval_and_bench_datasets_use_the_one_reader(tmp_path: Path) -> None:
+    """The online eval, the skill matrix and the overhead bench read JSONL through `read_jsonl`."""
+    import importlib.util
+
+    from eval import online, skill_matrix
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "2+2", "answer": "4", "category": "math"}\n\n{broken\n', encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(
+        "router_overhead", Path(__file__).resolve().parents[2] / "bench" / "router_overhead.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for load in (online.load_dataset, skill_matrix.load_dataset, lambda p: bench.load_prompts(p, 4)):
+        with pytest.raises(DatasetError, match=r"d\.jsonl:3: not JSON"):
+            load(path)

@@ -13,8 +13,10 @@ from zoo.quality import QUALITY_FILE, quality_items, read_quality, write_quality
 from zoo.routers import TABLE_FILE, artifact_path, check_routers, fit_routers, quality_rows, table_hash
 
 SKILL_OF = {"math": "arithmetic", "strings": "strings", "units": "units", "atlas": "capitals"}
-PRICES = {**{e: {"input_price": 0.34, "output_price": 0.34} for e in SKILL_OF},
-          "general": {"input_price": 134.5, "output_price": 134.5}}
+PRICES = {
+    **{e: {"input_price": 0.34, "output_price": 0.34} for e in SKILL_OF},
+    "general": {"input_price": 134.5, "output_price": 134.5},
+}
 
 
 def _replies(expert: str, wrong_every: int = 0) -> list[str]:
@@ -22,8 +24,11 @@ def _replies(expert: str, wrong_every: int = 0) -> list[str]:
     every third skill prompt; `wrong_every` > 0 makes every n-th reply wrong."""
     out = []
     for i, item in enumerate(quality_items()):
-        good = (item.category == SKILL_OF.get(expert)) if expert != "general" else \
-            (item.category == "general" or i % 3 == 0)
+        good = (
+            (item.category == SKILL_OF.get(expert))
+            if expert != "general"
+            else (item.category == "general" or i % 3 == 0)
+        )
         if wrong_every and i % wrong_every == 0:
             good = False
         out.append(f"It is {item.answers[0]}." if good else "no idea")
@@ -48,8 +53,15 @@ def _embedder():
 
 
 def _fit(built, out, **kw):
-    return fit_routers(built, out, PRICES, params={"category": {"default_expert": "general"}},
-                       embedder=_embedder(), progress=lambda msg: None, **kw)
+    return fit_routers(
+        built,
+        out,
+        PRICES,
+        params={"category": {"default_expert": "general"}},
+        embedder=_embedder(),
+        progress=lambda msg: None,
+        **kw,
+    )
 
 
 def test_quality_record_grades_with_the_online_eval_rule(built):
@@ -73,8 +85,13 @@ def test_artifacts_are_fitted_on_the_measured_table(built, tmp_path):
 
     category = load_artifact(paths["category"], _embedder())
     # What the table measured, not what anyone assumed: each skill goes to the expert that solves it.
-    assert {c: category.learned_map_[c] for c in ("arithmetic", "strings", "units", "capitals", "general")} == \
-        {"arithmetic": "math", "strings": "strings", "units": "units", "capitals": "atlas", "general": "general"}
+    assert {c: category.learned_map_[c] for c in ("arithmetic", "strings", "units", "capitals", "general")} == {
+        "arithmetic": "math",
+        "strings": "strings",
+        "units": "units",
+        "capitals": "atlas",
+        "general": "general",
+    }
 
 
 def test_an_artifact_fitted_on_another_table_is_refused_and_refitted(built, tmp_path):
@@ -118,13 +135,24 @@ def test_router_application_fits_at_start_up(built, tmp_path):
 
     out = tmp_path / "routers"
     args = {
-        "router": {"strategy": "category", "artifact": str(out / "category.joblib"),
-                   "extra_artifacts": [str(out / "cost_aware.joblib")], "default_expert": "general",
-                   "embedder": "hashing-256"},
-        "fit": {"out_dir": str(out), "default_expert": "general",
-                "experts": {e: {"model": str(d), "cost": {"input_per_mtok": PRICES[e]["input_price"],
-                                                          "output_per_mtok": PRICES[e]["output_price"]}}
-                            for e, d in built.items()}},
+        "router": {
+            "strategy": "category",
+            "artifact": str(out / "category.joblib"),
+            "extra_artifacts": [str(out / "cost_aware.joblib")],
+            "default_expert": "general",
+            "embedder": "hashing-256",
+        },
+        "fit": {
+            "out_dir": str(out),
+            "default_expert": "general",
+            "experts": {
+                e: {
+                    "model": str(d),
+                    "cost": {"input_per_mtok": PRICES[e]["input_price"], "output_per_mtok": PRICES[e]["output_price"]},
+                }
+                for e, d in built.items()
+            },
+        },
     }
     prepare_router_app(args, base_dir=tmp_path)
     assert check_routers(out, built, PRICES)

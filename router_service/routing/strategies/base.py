@@ -10,16 +10,17 @@ import abc
 import dataclasses
 import importlib
 import inspect
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from router_service.errors import InvalidRequestError, NotFittedError
 from router_service.domain import ExpertCard, Query, RoutingDecision
+from router_service.errors import NotFittedError, UnknownParameterError, UnknownStrategyError
 
 if TYPE_CHECKING:
-    from router_service.routing.embedding import Embedder
     from router_service.data.table import RoutingTable
+    from router_service.routing.embedding import Embedder
 
 # Names to "module:Class". Adding a strategy is one line here, never an if/elif factory.
 _REGISTRY: dict[str, str] = {
@@ -37,18 +38,21 @@ def known_strategies() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def strategy_class(name: str) -> type["RoutingStrategy"]:
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        raise InvalidRequestError(
-            f"unknown strategy '{name}'; known strategies: {', '.join(known_strategies())}",
-            param="routing.strategy", code="unknown_strategy") from None
-    module_name, class_name = target.split(":")
+def check_strategy_name(name: str) -> str:
+    """`name` when it is registered, else UnknownStrategyError naming the known ones (imports nothing)."""
+    if name not in _REGISTRY:
+        raise UnknownStrategyError(
+            f"unknown strategy '{name}'; known strategies: {', '.join(known_strategies())}", name=name
+        )
+    return name
+
+
+def strategy_class(name: str) -> type[RoutingStrategy]:
+    module_name, class_name = _REGISTRY[check_strategy_name(name)].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def get_strategy(name: str, **params: Any) -> "RoutingStrategy":
+def get_strategy(name: str, **params: Any) -> RoutingStrategy:
     return strategy_class(name)(**params)
 
 
@@ -63,38 +67,43 @@ class RoutingStrategy(abc.ABC):
 
     def __init__(self, *, top_k: int = 1) -> None:
         self.top_k = top_k
-        self.embedder: "Embedder | None" = None
+        self.embedder: Embedder | None = None
 
     # -- parameters (scikit-learn style, so config can re-tune a loaded artifact) ---------------
     @classmethod
     def param_names(cls) -> list[str]:
         """Keyword parameters of `__init__`; `get_params`/`set_params` work on exactly these."""
         sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
 
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.param_names()}
 
-    def set_params(self, **params: Any) -> "RoutingStrategy":
+    def set_params(self, **params: Any) -> RoutingStrategy:
         """Change routing-time parameters (e.g. cost_weight) without refitting; unknown names fail."""
         known = set(self.param_names())
         unknown = sorted(set(params) - known)
         if unknown:
-            raise InvalidRequestError(
+            raise UnknownParameterError(
                 f"strategy '{self.name}' has no parameter(s) {unknown}; known: {sorted(known)}",
-                param="router.params", code="unknown_parameter")
+                strategy=self.name,
+                names=unknown,
+            )
         for key, value in params.items():
             setattr(self, key, value)
         return self
 
     # -- learning -----------------------------------------------------------------------------
-    def fit(self, table: "RoutingTable", embeddings: np.ndarray | None = None) -> "RoutingStrategy":
+    def fit(self, table: RoutingTable, embeddings: np.ndarray | None = None) -> RoutingStrategy:
         """Learn from `table`. `embeddings` (one row per prompt) may be passed to skip encoding."""
         self.models_ = list(table.models)
         return self
 
-    def _table_embeddings(self, table: "RoutingTable", embeddings: np.ndarray | None) -> np.ndarray:
+    def _table_embeddings(self, table: RoutingTable, embeddings: np.ndarray | None) -> np.ndarray:
         if embeddings is not None:
             emb = np.asarray(embeddings, dtype=np.float32)
             if emb.shape[0] != len(table):
@@ -104,7 +113,7 @@ class RoutingStrategy(abc.ABC):
             raise NotFittedError(f"strategy '{self.name}' needs an embedder to fit; call set_embedder()")
         return np.asarray(self.embedder.encode(list(table.prompts)), dtype=np.float32)
 
-    def set_embedder(self, embedder: "Embedder | None") -> "RoutingStrategy":
+    def set_embedder(self, embedder: Embedder | None) -> RoutingStrategy:
         self.embedder = embedder
         return self
 
@@ -124,9 +133,11 @@ class RoutingStrategy(abc.ABC):
     def embed(self, queries: Sequence[Query]) -> np.ndarray:
         """Embeddings of each query's own text (precomputed ones are reused)."""
         missing = [i for i, q in enumerate(queries) if q.embedding is None]
-        if missing and self.embedder is None:
-            raise NotFittedError(f"strategy '{self.name}' needs an embedder; none was injected")
-        fresh = self.embedder.encode([queries[i].text for i in missing]) if missing else None
+        fresh = np.empty((0, 0))
+        if missing:
+            if self.embedder is None:
+                raise NotFittedError(f"strategy '{self.name}' needs an embedder; none was injected")
+            fresh = self.embedder.encode([queries[i].text for i in missing])
         rows, k = [], 0
         for q in queries:
             if q.embedding is None:
@@ -151,8 +162,9 @@ class RoutingStrategy(abc.ABC):
         """Strategy-specific explanation for the response's `routing.details`."""
         return {}
 
-    def score_and_explain(self, query: Query,
-                          experts: Sequence[ExpertCard]) -> tuple[Mapping[str, float], dict[str, Any]]:
+    def score_and_explain(
+        self, query: Query, experts: Sequence[ExpertCard]
+    ) -> tuple[Mapping[str, float], dict[str, Any]]:
         """Both at once; strategies whose scores and explanation share work override this."""
         return self.score_experts(query, experts), self.explain(query, experts)
 
@@ -170,12 +182,13 @@ class RoutingStrategy(abc.ABC):
         queries = self.with_embeddings(queries)
         return [self.route(q, experts) for q in queries]
 
-    def _decide(self, query: Query, experts: Sequence[ExpertCard], scores: dict[str, float],
-                details: dict[str, Any]) -> RoutingDecision:
+    def _decide(
+        self, query: Query, experts: Sequence[ExpertCard], scores: dict[str, float], details: dict[str, Any]
+    ) -> RoutingDecision:
         present = {e.id: e for e in experts}
         cost_rank = {e.id: e.input_cost_per_mtok + e.output_cost_per_mtok for e in experts}
         ranked = sorted(scores, key=lambda i: (-scores[i], cost_rank.get(i, float("inf")), i))
-        fallback = []
+        fallback: list[dict[str, Any]] = []
         chosen: list[str] = []
         k = query.top_k or self.top_k
         for expert_id in ranked:
@@ -190,8 +203,9 @@ class RoutingStrategy(abc.ABC):
             # The fitted state knows none of the configured experts: fall back to the cheapest generalist.
             generalists = [e for e in experts if e.generalist] or list(experts)
             pick = min(generalists, key=lambda e: (cost_rank[e.id], e.id)).id
-            fallback.append({"wanted": ranked[0] if ranked else None,
-                             "reason": "no scored expert is configured; used generalist"})
+            fallback.append(
+                {"wanted": ranked[0] if ranked else None, "reason": "no scored expert is configured; used generalist"}
+            )
             chosen = [pick]
         return RoutingDecision(
             expert_ids=chosen,
@@ -200,4 +214,3 @@ class RoutingStrategy(abc.ABC):
             details=details,
             fallback=fallback,
         )
-

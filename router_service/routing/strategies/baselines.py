@@ -6,12 +6,13 @@ Also holds small helpers the learned strategies share (per-model quality/cost me
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router_service.routing.strategies.base import RoutingStrategy
 from router_service.domain import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy
 
 if TYPE_CHECKING:
     from router_service.data.table import RoutingTable
@@ -20,14 +21,14 @@ if TYPE_CHECKING:
 TIE_TOL = 1e-9
 
 
-def mean_quality(table: "RoutingTable") -> np.ndarray:
+def mean_quality(table: RoutingTable) -> np.ndarray:
     """Mean score per model; a missing score counts as 0 (a model that did not answer earned nothing)."""
     if len(table) == 0:
         return np.zeros(len(table.models))
     return table.score_matrix().mean(axis=0)
 
 
-def mean_cost(table: "RoutingTable") -> np.ndarray | None:
+def mean_cost(table: RoutingTable) -> np.ndarray | None:
     """Mean observed cost per model (missing cells ignored), or None when the table has no costs."""
     if table.costs is None:
         return None
@@ -42,6 +43,22 @@ def rank_models(quality: np.ndarray, cost: np.ndarray | None = None) -> np.ndarr
     q = np.round(np.asarray(quality, dtype=np.float64) / TIE_TOL) * TIE_TOL
     c = np.zeros_like(q) if cost is None else np.nan_to_num(np.asarray(cost, dtype=np.float64), nan=np.inf)
     return np.lexsort((np.arange(len(q)), c, -q))
+
+
+def best_single_ranking(table: RoutingTable) -> np.ndarray:
+    """Model indices best first by the best-single rule, the one `BestSingleStrategy` and the eval share.
+
+    Mean score with a missing score counted as 0 (`mean_quality`); scores within TIE_TOL are tied and
+    go to the lower mean *observed* cost (`mean_cost`: a missing cost is ignored, not counted as free;
+    a model with no observed cost ranks after those with one); then table order. A table without
+    costs ranks ties by table order.
+    """
+    return rank_models(mean_quality(table), mean_cost(table))
+
+
+def best_single_index(table: RoutingTable) -> int:
+    """Index of the best single model of `table` (see `best_single_ranking`)."""
+    return int(best_single_ranking(table)[0])
 
 
 def tiebroken_scores(quality: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -95,7 +112,8 @@ class RandomStrategy(RoutingStrategy):
 
 
 class BestSingleStrategy(RoutingStrategy):
-    """Every prompt to the model with the best mean training score (missing = 0; ties → cheaper).
+    """Every prompt to the model with the best mean training score (`best_single_ranking`: missing = 0;
+    ties → lower mean observed cost).
 
     If that model is not configured, the next-best configured one answers (base `_decide`).
     """
@@ -106,9 +124,9 @@ class BestSingleStrategy(RoutingStrategy):
     def __init__(self, *, top_k: int = 1) -> None:
         super().__init__(top_k=top_k)
 
-    def fit(self, table: "RoutingTable", embeddings: np.ndarray | None = None) -> "BestSingleStrategy":
+    def fit(self, table: RoutingTable, embeddings: np.ndarray | None = None) -> BestSingleStrategy:
         quality = mean_quality(table)
-        order = rank_models(quality, mean_cost(table))
+        order = best_single_ranking(table)
         self.models_ = list(table.models)
         self.quality_ = quality
         self.scores_ = tiebroken_scores(quality, order)

@@ -15,13 +15,14 @@ average ≥ 20 prompts to estimate per-expert quality from; fewer than 40 prompt
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router_service.routing.strategies.base import RoutingStrategy
-from router_service.routing.strategies.baselines import mean_cost, mean_quality, one_thread, rank_models, tiebroken_scores
 from router_service.domain import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy
+from router_service.routing.strategies.baselines import best_single_ranking, mean_quality, one_thread, tiebroken_scores
 
 if TYPE_CHECKING:
     from router_service.data.table import RoutingTable
@@ -66,9 +67,18 @@ class CategoryStrategy(RoutingStrategy):
     learned = True
     needs_embedding = True
 
-    def __init__(self, *, category_map: Mapping[str, str] | None = None, default_expert: str | None = None,
-                 confidence_threshold: float = 0.5, n_clusters: int | None = None, max_clusters: int = 12,
-                 C: float = 1.0, seed: int = 0, top_k: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        category_map: Mapping[str, str] | None = None,
+        default_expert: str | None = None,
+        confidence_threshold: float = 0.5,
+        n_clusters: int | None = None,
+        max_clusters: int = 12,
+        C: float = 1.0,
+        seed: int = 0,
+        top_k: int = 1,
+    ) -> None:
         super().__init__(top_k=top_k)
         self.category_map = category_map
         self.default_expert = default_expert
@@ -79,7 +89,7 @@ class CategoryStrategy(RoutingStrategy):
         self.seed = seed
 
     # -- learning -----------------------------------------------------------------------------
-    def _labels(self, table: "RoutingTable", x: np.ndarray) -> list[str]:
+    def _labels(self, table: RoutingTable, x: np.ndarray) -> list[str]:
         if table.categories is not None:
             self.clustered_ = False
             return [str(c) for c in table.categories]
@@ -93,14 +103,14 @@ class CategoryStrategy(RoutingStrategy):
         labels = KMeans(n_clusters=k, n_init=3, random_state=self.seed).fit_predict(x)
         return [f"cluster-{i}" for i in labels]
 
-    def fit(self, table: "RoutingTable", embeddings: np.ndarray | None = None) -> "CategoryStrategy":
+    def fit(self, table: RoutingTable, embeddings: np.ndarray | None = None) -> CategoryStrategy:
         if len(table) == 0:
             raise ValueError("cannot fit on an empty table")
         x = self._table_embeddings(table, embeddings)
         with one_thread():
             return self._fit(table, x)
 
-    def _fit(self, table: "RoutingTable", x: np.ndarray) -> "CategoryStrategy":
+    def _fit(self, table: RoutingTable, x: np.ndarray) -> CategoryStrategy:
         labels = np.array(self._labels(table, x))
         classes = sorted(set(labels.tolist()))
         if len(classes) > 1:
@@ -119,24 +129,18 @@ class CategoryStrategy(RoutingStrategy):
         self.intercept_ = np.asarray(intercept, dtype=np.float64)
         self.categories_ = classes
 
-        scores, cost = table.score_matrix(), table.costs
-        quality = np.zeros((len(classes), len(table.models)))
+        # Per category, and overall for the generalist: the best-single rule (missing = 0, ties → cheaper).
         self.learned_map_: dict[str, str] = {}
         order_rows = []
-        for i, cat in enumerate(classes):
-            rows = labels == cat
-            quality[i] = scores[rows].mean(axis=0)
-            cat_cost = mean_cost(table.subset(np.flatnonzero(rows))) if cost is not None else None
-            order = rank_models(quality[i], cat_cost)
-            order_rows.append(tiebroken_scores(quality[i], order))
+        for cat in classes:
+            part = table.subset(np.flatnonzero(labels == cat))
+            order = best_single_ranking(part)
+            order_rows.append(tiebroken_scores(mean_quality(part), order))
             self.learned_map_[cat] = table.models[int(order[0])]
-        self.category_quality_ = quality
         self.category_scores_ = np.vstack(order_rows)  # quality with cost tie-breaks baked in
-        overall = mean_quality(table)
-        overall_order = rank_models(overall, mean_cost(table))
-        self.overall_scores_ = tiebroken_scores(overall, overall_order)
+        overall_order = best_single_ranking(table)
+        self.overall_scores_ = tiebroken_scores(mean_quality(table), overall_order)
         self.generalist_ = table.models[int(overall_order[0])]
-        self.category_counts_ = {c: int(np.sum(labels == c)) for c in classes}
         self.models_ = list(table.models)
         return self
 
@@ -166,8 +170,12 @@ class CategoryStrategy(RoutingStrategy):
             others = self.category_scores_[top]
         scores = dict(zip(self.models_, (_OTHERS_SCALE * np.clip(others, 0.0, 1.0)).tolist()))
         scores[target] = 1.0  # a configured map/generalist may name an expert the table lacks
-        details = {"category": category, "confidence": round(confidence, 4), "mapped_expert": target,
-                   "generalist_fallback": fallback}
+        details = {
+            "category": category,
+            "confidence": round(confidence, 4),
+            "mapped_expert": target,
+            "generalist_fallback": fallback,
+        }
         return scores, details
 
     def score_experts(self, query: Query, experts: Sequence[ExpertCard]) -> Mapping[str, float]:
@@ -176,6 +184,7 @@ class CategoryStrategy(RoutingStrategy):
     def explain(self, query: Query, experts: Sequence[ExpertCard]) -> dict[str, Any]:
         return self._route_state(query)[1]
 
-    def score_and_explain(self, query: Query,
-                          experts: Sequence[ExpertCard]) -> tuple[Mapping[str, float], dict[str, Any]]:
+    def score_and_explain(
+        self, query: Query, experts: Sequence[ExpertCard]
+    ) -> tuple[Mapping[str, float], dict[str, Any]]:
         return self._route_state(query)

@@ -23,24 +23,20 @@ near-tied neighbour, which would make a decision depend on the batch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from router_service.domain import ExpertCard, Query
+from router_service.routing.embedding import l2_normalise
 from router_service.routing.strategies.base import RoutingStrategy
 from router_service.routing.strategies.baselines import card_prices, mean_cost, one_thread
-from router_service.domain import ExpertCard, Query
 
 if TYPE_CHECKING:
     from router_service.data.table import RoutingTable
 
 ESTIMATORS = ("auto", "knn", "linear")
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norms == 0, 1.0, norms)
 
 
 class _Target:
@@ -54,8 +50,9 @@ class _Target:
         self.filled = np.where(self.mask > 0, y, self.col_mean)
 
 
-def _knn_cv_errors(x: np.ndarray, t: _Target, folds: list[tuple[np.ndarray, np.ndarray]],
-                   k_grid: Sequence[int]) -> dict[int, float]:
+def _knn_cv_errors(
+    x: np.ndarray, t: _Target, folds: list[tuple[np.ndarray, np.ndarray]], k_grid: Sequence[int]
+) -> dict[int, float]:
     """CV mean squared error per k; one similarity sort per fold serves every k (cumulative sums)."""
     sq = {k: 0.0 for k in k_grid}
     total = 0.0
@@ -76,8 +73,9 @@ def _knn_cv_errors(x: np.ndarray, t: _Target, folds: list[tuple[np.ndarray, np.n
     return {k: sq[k] / max(total, 1.0) for k in k_grid}
 
 
-def _ridge_cv_errors(x: np.ndarray, t: _Target, folds: list[tuple[np.ndarray, np.ndarray]],
-                     alpha_grid: Sequence[float]) -> dict[float, float]:
+def _ridge_cv_errors(
+    x: np.ndarray, t: _Target, folds: list[tuple[np.ndarray, np.ndarray]], alpha_grid: Sequence[float]
+) -> dict[float, float]:
     from sklearn.linear_model import Ridge
 
     sq = {a: 0.0 for a in alpha_grid}
@@ -105,9 +103,18 @@ class CostAwareStrategy(RoutingStrategy):
     needs_embedding = True
     has_tradeoff = True
 
-    def __init__(self, *, cost_weight: float = 0.0, estimator: str = "auto", k: int | None = None,
-                 k_grid: Sequence[int] = (5, 10, 20, 40, 80), alpha_grid: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
-                 cv: int = 5, seed: int = 0, top_k: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        cost_weight: float = 0.0,
+        estimator: str = "auto",
+        k: int | None = None,
+        k_grid: Sequence[int] = (5, 10, 20, 40, 80),
+        alpha_grid: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
+        cv: int = 5,
+        seed: int = 0,
+        top_k: int = 1,
+    ) -> None:
         super().__init__(top_k=top_k)
         self.cost_weight = cost_weight
         self.estimator = estimator
@@ -127,30 +134,41 @@ class CostAwareStrategy(RoutingStrategy):
             knn_err = _knn_cv_errors(x, t, folds, k_grid)
         if self.estimator == "auto" and folds:
             ridge_err = _ridge_cv_errors(x, t, folds, self.alpha_grid)
-        k_best = min(knn_err, key=knn_err.get) if knn_err else k_grid[len(k_grid) // 2]
+        k_best = min(knn_err, key=knn_err.__getitem__) if knn_err else k_grid[len(k_grid) // 2]
         use_linear = self.estimator == "linear" or (
-            bool(ridge_err) and min(ridge_err.values()) < knn_err.get(k_best, np.inf))
+            bool(ridge_err) and min(ridge_err.values()) < knn_err.get(k_best, np.inf)
+        )
         if use_linear:
             from sklearn.linear_model import Ridge
 
-            alpha = min(ridge_err, key=ridge_err.get) if ridge_err else 1.0
+            alpha = min(ridge_err, key=ridge_err.__getitem__) if ridge_err else 1.0
             ridge = Ridge(alpha=alpha).fit(x, t.filled)
-            return {"kind": "linear", "alpha": float(alpha), "coef": np.asarray(ridge.coef_.T, dtype=np.float64),
-                    "intercept": np.asarray(ridge.intercept_, dtype=np.float64),
-                    "cv_mse": ridge_err.get(alpha)}
-        return {"kind": "knn", "k": int(k_best), "sum": t.filled * t.mask, "mask": t.mask,
-                "col_mean": t.col_mean, "cv_mse": knn_err.get(k_best)}
+            return {
+                "kind": "linear",
+                "alpha": float(alpha),
+                "coef": np.asarray(ridge.coef_.T, dtype=np.float64),
+                "intercept": np.asarray(ridge.intercept_, dtype=np.float64),
+                "cv_mse": ridge_err.get(alpha),
+            }
+        return {
+            "kind": "knn",
+            "k": int(k_best),
+            "sum": t.filled * t.mask,
+            "mask": t.mask,
+            "col_mean": t.col_mean,
+            "cv_mse": knn_err.get(k_best),
+        }
 
-    def fit(self, table: "RoutingTable", embeddings: np.ndarray | None = None) -> "CostAwareStrategy":
+    def fit(self, table: RoutingTable, embeddings: np.ndarray | None = None) -> CostAwareStrategy:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         if len(table) == 0:
             raise ValueError("cannot fit on an empty table")
-        x = _normalise(self._table_embeddings(table, embeddings))
+        x = l2_normalise(self._table_embeddings(table, embeddings))
         with one_thread():
             return self._fit(table, x)
 
-    def _fit(self, table: "RoutingTable", x: np.ndarray) -> "CostAwareStrategy":
+    def _fit(self, table: RoutingTable, x: np.ndarray) -> CostAwareStrategy:
         folds = []
         if self.cv >= 2 and len(x) >= 2 * self.cv:
             from sklearn.model_selection import KFold
@@ -161,6 +179,7 @@ class CostAwareStrategy(RoutingStrategy):
         self.cost_scale_ = 1.0
         if table.costs is not None:
             per_model = mean_cost(table)
+            assert per_model is not None  # the table has costs
             scale = float(np.nanmax(per_model)) if np.any(np.isfinite(per_model)) else 0.0
             self.cost_scale_ = scale if scale > 0 else 1.0
             self.cost_model_ = self._fit_target(x, table.costs / self.cost_scale_, folds)
@@ -174,6 +193,7 @@ class CostAwareStrategy(RoutingStrategy):
     def _predict(self, model: dict[str, Any], e: np.ndarray, sims: np.ndarray | None) -> np.ndarray:
         if model["kind"] == "linear":
             return e.astype(np.float64) @ model["coef"] + model["intercept"]
+        assert sims is not None  # kNN models are always given the similarities to the training prompts
         k = min(model["k"], len(sims))
         idx = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
         seen = model["mask"][idx].sum(axis=0)
@@ -184,7 +204,7 @@ class CostAwareStrategy(RoutingStrategy):
         self.check_fitted()
         if query.embedding is None:
             query = self.with_embeddings([query])[0]
-        e = _normalise(np.asarray(query.embedding))
+        e = l2_normalise(np.asarray(query.embedding))
         sims = self.train_x_ @ e if self.train_x_ is not None else None
         quality = np.clip(self._predict(self.quality_model_, e, sims), 0.0, 1.0)
         if self.cost_model_ is not None:
@@ -199,14 +219,17 @@ class CostAwareStrategy(RoutingStrategy):
         lam = self.cost_weight if query.cost_weight is None else query.cost_weight
         return float(min(max(lam, 0.0), 1.0))
 
-    def score_and_explain(self, query: Query,
-                          experts: Sequence[ExpertCard]) -> tuple[Mapping[str, float], dict[str, Any]]:
+    def score_and_explain(
+        self, query: Query, experts: Sequence[ExpertCard]
+    ) -> tuple[Mapping[str, float], dict[str, Any]]:
         quality, cost = self.predict(query, experts)
         lam = self._lambda(query)
         utility = (1.0 - lam) * quality - lam * cost
-        details = {"lambda": lam,
-                   "quality": {m: round(float(q), 4) for m, q in zip(self.models_, quality)},
-                   "cost": {m: round(float(c), 4) for m, c in zip(self.models_, cost)}}
+        details = {
+            "lambda": lam,
+            "quality": {m: round(float(q), 4) for m, q in zip(self.models_, quality)},
+            "cost": {m: round(float(c), 4) for m, c in zip(self.models_, cost)},
+        }
         return dict(zip(self.models_, utility.tolist())), details
 
     def score_experts(self, query: Query, experts: Sequence[ExpertCard]) -> Mapping[str, float]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from router_service.routing.strategies.base import RoutingStrategy
 from router_service.domain import ExpertCard, Query
+from router_service.routing.strategies.base import RoutingStrategy
 
 
 class FixedStrategy(RoutingStrategy):
@@ -32,8 +33,14 @@ class KeywordStrategy(RoutingStrategy):
 
     name = "keyword"
 
-    def __init__(self, *, rules: Mapping[str, Sequence[str]] | None = None, default_expert: str | None = None,
-                 use_skills: bool = True, top_k: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        rules: Mapping[str, Sequence[str]] | None = None,
+        default_expert: str | None = None,
+        use_skills: bool = True,
+        top_k: int = 1,
+    ) -> None:
         super().__init__(top_k=top_k)
         self.rules = dict(rules or {})
         self.default_expert = default_expert

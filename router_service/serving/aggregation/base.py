@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
 
@@ -28,24 +29,26 @@ class Aggregator(abc.ABC):
     method: str = "base"
 
     @abc.abstractmethod
-    async def aggregate(self, request: ExpertRequest, replies: Sequence[ExpertReply],
-                        scores: Mapping[str, float]) -> AggregationResult:
+    async def aggregate(
+        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+    ) -> AggregationResult:
         """Merge `replies` (best routing score first) into one answer."""
 
-    async def stream(self, request: ExpertRequest, replies: Sequence[ExpertReply],
-                     scores: Mapping[str, float]) -> tuple[AggregationResult, AsyncIterator[ExpertDelta]]:
+    async def stream(
+        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+    ) -> tuple[AggregationResult, AsyncIterator[ExpertDelta]]:
         """Default: aggregate, then emit the result as one delta."""
         result = await self.aggregate(request, replies, scores)
 
         async def single() -> AsyncIterator[ExpertDelta]:
-            yield ExpertDelta(result.text, result.finish_reason or "stop", result.prompt_tokens,
-                              result.completion_tokens)
+            yield ExpertDelta(
+                result.text, result.finish_reason or "stop", result.prompt_tokens, result.completion_tokens
+            )
 
         return result, single()
 
 
-def make_aggregator(config: "AggregationConfig", backends: Mapping[str, "ExpertBackend"],
-                    timeout_s: float) -> Aggregator:
+def make_aggregator(config: AggregationConfig, backends: Mapping[str, ExpertBackend], timeout_s: float) -> Aggregator:
     if config.method == "vote":
         from router_service.serving.aggregation.vote import VoteAggregator
 
@@ -53,5 +56,4 @@ def make_aggregator(config: "AggregationConfig", backends: Mapping[str, "ExpertB
     from router_service.serving.aggregation.synthesize import SynthesizeAggregator
 
     assert config.aggregator is not None  # enforced by config validation
-    return SynthesizeAggregator(config.aggregator, backends[config.aggregator], config.template,
-                                timeout_s=timeout_s)
+    return SynthesizeAggregator(config.aggregator, backends[config.aggregator], config.template, timeout_s=timeout_s)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import TYPE_CHECKING, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from router_service.serving.aggregation.base import AggregationResult, Aggregator
-from router_service.errors import ExpertTimeoutError
 from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest, Message
+from router_service.experts.errors import deadline_errors, mapped_errors
+from router_service.serving.aggregation.base import AggregationResult, Aggregator
 
 if TYPE_CHECKING:
     from router_service.experts.base import ExpertBackend
@@ -31,8 +32,9 @@ def render_prompt(template: str, question: str, replies: Sequence[ExpertReply]) 
 class SynthesizeAggregator(Aggregator):
     method = "synthesize"
 
-    def __init__(self, expert_id: str, backend: "ExpertBackend", template: str | None = None,
-                 timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, expert_id: str, backend: ExpertBackend, template: str | None = None, timeout_s: float = 60.0
+    ) -> None:
         self.expert_id = expert_id
         self.backend = backend
         self.template = template or DEFAULT_TEMPLATE
@@ -42,26 +44,30 @@ class SynthesizeAggregator(Aggregator):
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         prompt = render_prompt(self.template, question, replies)
         history = [m for m in request.messages if m.role == "system"]
-        return dataclasses.replace(request, request_id=request.request_id + "-synth",
-                                   messages=history + [Message("user", prompt)])
+        return dataclasses.replace(
+            request, request_id=request.request_id + "-synth", messages=history + [Message("user", prompt)]
+        )
 
     def _details(self, replies: Sequence[ExpertReply]) -> dict:
         return {"method": self.method, "aggregator": self.expert_id, "candidates": [r.expert_id for r in replies]}
 
-    async def aggregate(self, request: ExpertRequest, replies: Sequence[ExpertReply],
-                        scores: Mapping[str, float]) -> AggregationResult:
-        try:
+    async def aggregate(
+        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+    ) -> AggregationResult:
+        with mapped_errors(self.expert_id, deadline_errors(self.timeout_s)):
             reply = await asyncio.wait_for(self.backend.chat(self._request(request, replies)), self.timeout_s)
-        except asyncio.TimeoutError:
-            raise ExpertTimeoutError(f"aggregator '{self.expert_id}' timed out after {self.timeout_s}s") from None
         return AggregationResult(
-            text=reply.text, finish_reason=reply.finish_reason,
+            text=reply.text,
+            finish_reason=reply.finish_reason,
             prompt_tokens=reply.prompt_tokens + sum(r.prompt_tokens for r in replies),
             completion_tokens=reply.completion_tokens + sum(r.completion_tokens for r in replies),
-            details=self._details(replies), extra_experts=[self.expert_id])
+            details=self._details(replies),
+            extra_experts=[self.expert_id],
+        )
 
-    async def stream(self, request: ExpertRequest, replies: Sequence[ExpertReply],
-                     scores: Mapping[str, float]) -> tuple[AggregationResult, AsyncIterator[ExpertDelta]]:
+    async def stream(
+        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+    ) -> tuple[AggregationResult, AsyncIterator[ExpertDelta]]:
         base_prompt = sum(r.prompt_tokens for r in replies)
         base_completion = sum(r.completion_tokens for r in replies)
         inner = self.backend.stream(self._request(request, replies))
@@ -69,10 +75,14 @@ class SynthesizeAggregator(Aggregator):
         async def deltas() -> AsyncIterator[ExpertDelta]:
             async for delta in inner:
                 if delta.finish_reason:
-                    delta = dataclasses.replace(delta, prompt_tokens=delta.prompt_tokens + base_prompt,
-                                                completion_tokens=delta.completion_tokens + base_completion)
+                    delta = dataclasses.replace(
+                        delta,
+                        prompt_tokens=delta.prompt_tokens + base_prompt,
+                        completion_tokens=delta.completion_tokens + base_completion,
+                    )
                 yield delta
 
-        result = AggregationResult("", None, base_prompt, base_completion, self._details(replies),
-                                   extra_experts=[self.expert_id])
+        result = AggregationResult(
+            "", None, base_prompt, base_completion, self._details(replies), extra_experts=[self.expert_id]
+        )
         return result, deltas()
