@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from eval.offline import OfflineConfigError
 from router_service.data.loaders import DatasetError, TableFormatError, load_prices, load_tables
+from router_service.data.scoring import SCORING_RULES
 from router_service.errors import CoEError, RoutingError
 from router_service.routing.embedding import DEFAULT_EMBEDDER
 from router_service.routing.grading import GRADERS
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=11,
         metavar="N",
         help="number of λ points in [0, 1] for trade-off strategies (default 11)",
+    )
+    offline.add_argument(
+        "--scoring",
+        choices=SCORING_RULES,
+        default="raw",
+        help="what a score cell counts as, for fitting and scoring (router_service.data.scoring): 'accuracy' is "
+        "what papers report for model7 (a probability > 0 is correct); default raw",
     )
     offline.add_argument("--no-plot", action="store_true", help="skip pareto.png")
 
@@ -157,6 +165,7 @@ def run_offline_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         lambdas=lambdas,
         prices=prices,
+        scoring=args.scoring,
     )
     results["train_files"] = [str(p) for p in args.train]
     results["test_files"] = [str(p) for p in args.test or []]

@@ -115,3 +115,18 @@ def reference_cost(curves: Sequence[Sequence[Sequence[float]]]) -> float:
     """The largest cost on any curve: the common right end of every AIQ integral."""
     costs = [float(p[0]) for curve in curves for p in curve]
     return max(costs) if costs else 0.0
+
+
+def per_task_quality(table: RoutingTable, choices: Sequence[int] | np.ndarray) -> dict[str, float]:
+    """Mean quality of `choices` within each task (the table's categories), as papers report per task."""
+    if table.categories is None:
+        return {}
+    idx = np.asarray(choices, dtype=int)
+    scores = table.score_matrix()[np.arange(len(table)), idx]
+    labels = np.asarray(table.categories)
+    return {task: float(scores[labels == task].mean()) for task in sorted(set(table.categories))}
+
+
+def macro_average(per_task: dict[str, float]) -> float | None:
+    """The unweighted mean over tasks (RouterDC's "average"), or None without tasks."""
+    return float(np.mean(list(per_task.values()))) if per_task else None

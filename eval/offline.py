@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from eval import metrics
 from eval.datasets import kfold_indices
 from router_service.data.loaders import estimate_tokens
+from router_service.data.scoring import apply_scoring
 from router_service.data.table import RoutingTable
 from router_service.domain import ExpertCard, Query
 from router_service.routing.embedding import Embedder
@@ -138,9 +139,15 @@ def run_offline(
     seed: int = 0,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     prices: Mapping[str, Mapping[str, float]] | None = None,
+    scoring: str = "raw",
 ) -> dict[str, Any]:
-    """Evaluate `strategies` and the baselines; returns the results.json dictionary."""
+    """Evaluate `strategies` and the baselines; returns the results.json dictionary.
+
+    `scoring` (router_service.data.scoring) applies to training and evaluation alike.
+    """
     started = time.perf_counter()
+    train = apply_scoring(train, scoring)
+    test = apply_scoring(test, scoring) if test is not None else None
     if (test is None) == (cv is None):
         raise OfflineConfigError("give either test tables or cv=K (K-fold cross-validation on the train tables)")
     names = list(strategies) if strategies is not None else default_strategies()
@@ -189,6 +196,7 @@ def run_offline(
         {
             "protocol": f"{cv}-fold cross-validation, pooled held-out predictions" if cv else "train/test hold-out",
             "cv": cv,
+            "scoring": scoring,
             "seed": seed,
             "embedder": getattr(embedder, "name", None),
             "embed_seconds": round(embed_seconds, 3),
@@ -278,6 +286,7 @@ def _summarise(
             "fit_seconds": round(float(np.mean(run.fit_seconds)), 4),
             "route_ms_per_prompt": round(1000.0 * run.route_seconds / max(len(evaluated), 1), 4),
             "choices": dict(Counter(evaluated.models[j] for j in run.default).most_common()),
+            **_per_task(evaluated, run.default),
         }
 
     # One reference cost for every AIQ, so the numbers compare (RouterBench's shared max_x_value).
@@ -288,6 +297,7 @@ def _summarise(
         row["gap_to_oracle"] = oracle.quality - row["quality"]
         row["cost_vs_best_single"] = row["cost"] / best_single.cost if best_single.cost else None
 
+    oracle_choices = metrics.oracle_choices(evaluated)
     bs_model = Counter(best_single_models).most_common(1)[0][0]
     hull = metrics.nondecreasing_hull(single_points)
     return {
@@ -296,10 +306,11 @@ def _summarise(
         "models": list(evaluated.models),
         "has_costs": evaluated.has_costs,
         "baselines": {
-            "oracle": oracle.to_dict(),
+            "oracle": {**oracle.to_dict(), **_per_task(evaluated, oracle_choices)},
             "best_single": {
                 "model": bs_model,
                 **best_single.to_dict(),
+                **_per_task(evaluated, best_single_choices),
                 **({"models_per_fold": best_single_models} if len(best_single_models) > 1 else {}),
             },
             "random": {**random.to_dict(), "seed": seed},
@@ -308,10 +319,19 @@ def _summarise(
                 "hull": hull.tolist(),
             },
         },
-        "single_models": {m: o.to_dict() for m, o in singles.items()},
+        "single_models": {
+            m: {**o.to_dict(), **_per_task(evaluated, np.full(len(evaluated), j))}
+            for j, (m, o) in enumerate(singles.items())
+        },
         "reference_cost": max_cost,
         "strategies": strategy_rows,
     }
+
+
+def _per_task(table: RoutingTable, choices: np.ndarray) -> dict[str, Any]:
+    """Per-task quality and its unweighted mean (the "average" papers report), when the table has tasks."""
+    per_task = metrics.per_task_quality(table, choices)
+    return {"per_task": per_task, "macro_quality": metrics.macro_average(per_task)} if per_task else {}
 
 
 # ----------------------------------------------------------------------------------------- output
@@ -417,6 +437,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         "",
         markdown_table(report_rows(results)),
         "",
+        *_per_task_section(results),
         "## Single models",
         "",
         markdown_table(
@@ -426,6 +447,23 @@ def render_report(results: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _per_task_section(results: Mapping[str, Any]) -> list[str]:
+    """report.md's per-task table: quality per task and the macro average, for every method."""
+    base = results["baselines"]
+    methods = {"oracle": base["oracle"], f"best_single ({base['best_single']['model']})": base["best_single"]}
+    methods.update(results["strategies"])
+    tasks = sorted(base["oracle"].get("per_task", {}))
+    if not tasks:
+        return []
+    rows = [[name, *(_fmt(m["per_task"][t]) for t in tasks), _fmt(m["macro_quality"])] for name, m in methods.items()]
+    return [
+        f"## Per task (scoring: {results.get('scoring', 'raw')}; macro = unweighted mean over tasks)",
+        "",
+        markdown_table(rows, ["method", *tasks, "macro"]),
+        "",
+    ]
 
 
 def write_outputs(results: Mapping[str, Any], out_dir: str | Path, *, plot: bool = True) -> dict[str, Path]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from router_service.data.scoring import SCORING_RULES
 from router_service.routing.embedding import DEFAULT_EMBEDDER
 
 
@@ -59,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="strategy constructor parameter (repeatable)",
     )
+    parser.add_argument(
+        "--scoring",
+        choices=SCORING_RULES,
+        default="raw",
+        help="what a score cell counts as (router_service.data.scoring): 'accuracy' is what papers report "
+        "for model7 (a probability > 0 is correct); default raw",
+    )
     parser.add_argument("--out", required=True, metavar="ARTIFACT", help="artifact path (.joblib)")
     return parser
 
@@ -68,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from router_service.data.loaders import TableFormatError, load_tables
+    from router_service.data.scoring import apply_scoring
     from router_service.errors import CoEError, RoutingError
     from router_service.routing.artifact import save_artifact
     from router_service.routing.embedding import make_embedder
@@ -76,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = dict(args.param)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     try:
-        table = load_tables(args.train, prices=args.prices, models=models)
+        table = apply_scoring(load_tables(args.train, prices=args.prices, models=models), args.scoring)
     except TableFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -98,7 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot fit '{args.strategy}': {exc}", file=sys.stderr)
         return 2
     path = save_artifact(
-        strategy, args.out, metadata={"train": [str(p) for p in args.train], "prices": args.prices, "rows": len(table)}
+        strategy,
+        args.out,
+        metadata={
+            "train": [str(p) for p in args.train],
+            "prices": args.prices,
+            "rows": len(table),
+            "scoring": args.scoring,
+        },
     )
     costs = "with costs" if table.has_costs else "without costs"
     print(
