@@ -130,3 +130,38 @@ def per_task_quality(table: RoutingTable, choices: Sequence[int] | np.ndarray) -
 def macro_average(per_task: dict[str, float]) -> float | None:
     """The unweighted mean over tasks (RouterDC's "average"), or None without tasks."""
     return float(np.mean(list(per_task.values()))) if per_task else None
+
+
+def prompt_scores(table: RoutingTable, choices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The score each prompt got from its chosen model (missing = 0)."""
+    idx = np.asarray(choices, dtype=int)
+    return table.score_matrix()[np.arange(len(table)), idx]
+
+
+def bootstrap_intervals(
+    values: np.ndarray, tasks: Sequence[str] | None, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, list[float] | None]:
+    """Percentile bootstrap intervals of the pooled mean and of the macro (per-task) mean of `values`.
+
+    Prompts are resampled within each task (a stratified bootstrap), so every replicate keeps the task
+    sizes and the macro mean stays defined. Pass per-prompt differences to get the interval of a gain.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.asarray(tasks) if tasks is not None else np.zeros(len(values), dtype=int)
+    rng = np.random.default_rng(seed)
+    task_means = []
+    sizes = []
+    for task in sorted(set(labels.tolist())):
+        block = values[labels == task]
+        draws = rng.integers(0, len(block), size=(n_boot, len(block)))
+        task_means.append(block[draws].mean(axis=1))
+        sizes.append(len(block))
+    means = np.stack(task_means)  # (tasks, n_boot)
+    pooled = (means * np.asarray(sizes)[:, None]).sum(axis=0) / sum(sizes)
+    tail = (1.0 - level) / 2 * 100
+
+    def interval(samples: np.ndarray) -> list[float]:
+        low, high = np.percentile(samples, [tail, 100 - tail])
+        return [float(low), float(high)]
+
+    return {"pooled": interval(pooled), "macro": interval(means.mean(axis=0)) if tasks is not None else None}

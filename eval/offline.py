@@ -287,6 +287,8 @@ def _summarise(
             "route_ms_per_prompt": round(1000.0 * run.route_seconds / max(len(evaluated), 1), 4),
             "choices": dict(Counter(evaluated.models[j] for j in run.default).most_common()),
             **_per_task(evaluated, run.default),
+            **_intervals(evaluated, run.default, best_single_choices, seed),
+            "per_prompt_choice": run.default.tolist(),
         }
 
     # One reference cost for every AIQ, so the numbers compare (RouterBench's shared max_x_value).
@@ -311,6 +313,8 @@ def _summarise(
                 "model": bs_model,
                 **best_single.to_dict(),
                 **_per_task(evaluated, best_single_choices),
+                **_intervals(evaluated, best_single_choices, None, seed),
+                "per_prompt_choice": np.asarray(best_single_choices).tolist(),
                 **({"models_per_fold": best_single_models} if len(best_single_models) > 1 else {}),
             },
             "random": {**random.to_dict(), "seed": seed},
@@ -326,6 +330,23 @@ def _summarise(
         "reference_cost": max_cost,
         "strategies": strategy_rows,
     }
+
+
+def _intervals(table: RoutingTable, choices: np.ndarray, baseline: np.ndarray | None, seed: int) -> dict[str, Any]:
+    """95% bootstrap intervals of quality (pooled and macro) and, against `baseline` (the best single
+    model), of the gain: a paired bootstrap over the same prompts."""
+    scores = metrics.prompt_scores(table, choices)
+    out: dict[str, Any] = {"quality_ci95": metrics.bootstrap_intervals(scores, table.categories, seed=seed)}
+    if baseline is not None:
+        gain = scores - metrics.prompt_scores(table, baseline)
+        mine = metrics.macro_average(metrics.per_task_quality(table, choices))
+        theirs = metrics.macro_average(metrics.per_task_quality(table, baseline))
+        out["gain_over_best_single"] = {
+            "pooled": float(gain.mean()),
+            "macro": mine - theirs if mine is not None and theirs is not None else None,
+            "ci95": metrics.bootstrap_intervals(gain, table.categories, seed=seed),
+        }
+    return out
 
 
 def _per_task(table: RoutingTable, choices: np.ndarray) -> dict[str, Any]:
@@ -457,11 +478,26 @@ def _per_task_section(results: Mapping[str, Any]) -> list[str]:
     tasks = sorted(base["oracle"].get("per_task", {}))
     if not tasks:
         return []
-    rows = [[name, *(_fmt(m["per_task"][t]) for t in tasks), _fmt(m["macro_quality"])] for name, m in methods.items()]
+    def span(values: list[float] | None) -> str:
+        return f"[{_fmt(values[0])}, {_fmt(values[1])}]" if values else "–"
+
+    rows = []
+    for name, m in methods.items():
+        gain = m.get("gain_over_best_single")
+        rows.append(
+            [
+                name,
+                *(_fmt(m["per_task"][t]) for t in tasks),
+                _fmt(m["macro_quality"]),
+                span((m.get("quality_ci95") or {}).get("macro")),
+                f"{_fmt(gain['macro'])} {span(gain['ci95']['macro'])}" if gain else "–",
+            ]
+        )
     return [
-        f"## Per task (scoring: {results.get('scoring', 'raw')}; macro = unweighted mean over tasks)",
+        f"## Per task (scoring: {results.get('scoring', 'raw')}; macro = unweighted mean over tasks; "
+        "95% intervals from a stratified bootstrap over prompts, the gain's paired)",
         "",
-        markdown_table(rows, ["method", *tasks, "macro"]),
+        markdown_table(rows, ["method", *tasks, "macro", "macro 95% CI", "macro gain vs best_single [95% CI]"]),
         "",
     ]
 

@@ -77,3 +77,34 @@ def test_offline_results_carry_the_rule_per_task_and_macro(tmp_path):
     paths = offline.write_outputs(results, tmp_path, plot=False)
     report = paths["report"].read_text()
     assert "## Per task (scoring: accuracy" in report and "| oracle | 0.4000 | 1 | 0.7000 |" in report
+
+
+def test_bootstrap_intervals_by_hand():
+    # Constant values: every replicate has the same mean, so the interval is that point.
+    flat = metrics.bootstrap_intervals(np.full(10, 0.5), ["a"] * 5 + ["b"] * 5, n_boot=200)
+    assert flat == {"pooled": [0.5, 0.5], "macro": [0.5, 0.5]}
+    # Task a all 1, task b all 0: macro is always 0.5 whatever is resampled; pooled weights by size.
+    split = metrics.bootstrap_intervals(np.array([1.0] * 3 + [0.0] * 9), ["a"] * 3 + ["b"] * 9, n_boot=200)
+    assert split["macro"] == [0.5, 0.5] and split["pooled"] == [0.25, 0.25]
+    # Mixed values: the interval brackets the mean and narrows with 100× the data.
+    values = np.array([0.0, 1.0] * 10)
+    small = metrics.bootstrap_intervals(values, None, n_boot=2000)
+    large = metrics.bootstrap_intervals(np.tile(values, 100), None, n_boot=2000)
+    assert small["macro"] is None and small["pooled"][0] < 0.5 < small["pooled"][1]
+    assert large["pooled"][1] - large["pooled"][0] < (small["pooled"][1] - small["pooled"][0]) / 5
+
+
+def test_offline_intervals_gain_and_per_prompt_choices():
+    table = RoutingTable(
+        prompts=[f"p{i}" for i in range(12)],
+        models=["a", "b"],
+        scores=np.array([[1.0, 0.0], [0.0, 1.0]] * 6),
+        categories=["mmlu", "gsm8k"] * 6,
+    )
+    results = offline.run_offline(table, table, strategies=["best_single"], lambdas=(0.0,), scoring="accuracy")
+    row = results["strategies"]["best_single"]
+    assert len(row["per_prompt_choice"]) == 12 and set(row["per_prompt_choice"]) <= {0, 1}
+    assert row["gain_over_best_single"]["pooled"] == 0.0  # it is the best single model
+    assert row["gain_over_best_single"]["ci95"] == {"pooled": [0.0, 0.0], "macro": [0.0, 0.0]}
+    quality = row["quality_ci95"]
+    assert quality["pooled"] == [0.5, 0.5] and quality["macro"] == [0.5, 0.5]  # 1 on one task, 0 on the other
