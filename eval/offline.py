@@ -478,6 +478,7 @@ def _per_task_section(results: Mapping[str, Any]) -> list[str]:
     tasks = sorted(base["oracle"].get("per_task", {}))
     if not tasks:
         return []
+
     def span(values: list[float] | None) -> str:
         return f"[{_fmt(values[0])}, {_fmt(values[1])}]" if values else "–"
 
