@@ -165,3 +165,31 @@ def bootstrap_intervals(
         return [float(low), float(high)]
 
     return {"pooled": interval(pooled), "macro": interval(means.mean(axis=0)) if tasks is not None else None}
+
+
+def per_task_aiq(
+    table: RoutingTable, sweeps: dict[str, np.ndarray], tradeoff: set[str]
+) -> dict[str, dict[str, float | None]]:
+    """AIQ per task, RouterBench's way: within each task, the zero router (hull of the single models)
+    and every trade-off strategy's λ-sweep curve, all against that task's own reference cost.
+
+    `sweeps` maps a strategy to its (λ, prompt) choice matrix; only names in `tradeoff` get an AIQ.
+    Empty when the table has no tasks or no costs.
+    """
+    if table.categories is None or not table.has_costs:
+        return {}
+    labels = np.asarray(table.categories)
+    out: dict[str, dict[str, float | None]] = {}
+    for task in sorted(set(table.categories)):
+        rows = np.flatnonzero(labels == task)
+        part = table.subset(rows)
+        singles = [[o.cost, o.quality] for o in single_model_points(part).values()]
+        curves = {
+            name: [[o.cost, o.quality] for o in (outcome(part, c[rows]) for c in sweep)]
+            for name, sweep in sweeps.items()
+            if name in tradeoff
+        }
+        reference = reference_cost([singles, *curves.values()])
+        out[task] = {"zero_router": aiq(singles, reference)}
+        out[task].update({name: aiq(curve, reference) for name, curve in curves.items()})
+    return out

@@ -300,6 +300,8 @@ def _summarise(
         row["cost_vs_best_single"] = row["cost"] / best_single.cost if best_single.cost else None
 
     oracle_choices = metrics.oracle_choices(evaluated)
+    sweeps = {name: run.sweep for name, run in runs.items() if run.sweep is not None}
+    aiq_per_task = metrics.per_task_aiq(evaluated, sweeps, set(sweeps))
     bs_model = Counter(best_single_models).most_common(1)[0][0]
     hull = metrics.nondecreasing_hull(single_points)
     return {
@@ -328,6 +330,7 @@ def _summarise(
             for j, (m, o) in enumerate(singles.items())
         },
         "reference_cost": max_cost,
+        "aiq_per_task": aiq_per_task,
         "strategies": strategy_rows,
     }
 
@@ -459,6 +462,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         markdown_table(report_rows(results)),
         "",
         *_per_task_section(results),
+        *_aiq_section(results),
         "## Single models",
         "",
         markdown_table(
@@ -499,6 +503,21 @@ def _per_task_section(results: Mapping[str, Any]) -> list[str]:
         "95% intervals from a stratified bootstrap over prompts, the gain's paired)",
         "",
         markdown_table(rows, ["method", *tasks, "macro", "macro 95% CI", "macro gain vs best_single [95% CI]"]),
+        "",
+    ]
+
+
+def _aiq_section(results: Mapping[str, Any]) -> list[str]:
+    """report.md's per-task AIQ table (tables with costs and tasks only)."""
+    per_task = results.get("aiq_per_task") or {}
+    if not per_task:
+        return []
+    names = list(next(iter(per_task.values())))
+    rows = [[task, *(_fmt(values.get(n)) for n in names)] for task, values in per_task.items()]
+    return [
+        "## AIQ per task (each task against its own reference cost)",
+        "",
+        markdown_table(rows, ["task", *names]),
         "",
     ]
 

@@ -108,3 +108,20 @@ def test_offline_intervals_gain_and_per_prompt_choices():
     assert row["gain_over_best_single"]["ci95"] == {"pooled": [0.0, 0.0], "macro": [0.0, 0.0]}
     quality = row["quality_ci95"]
     assert quality["pooled"] == [0.5, 0.5] and quality["macro"] == [0.5, 0.5]  # 1 on one task, 0 on the other
+
+
+def test_per_task_aiq_is_each_tasks_own_zero_router_and_curves():
+    # Task a: the cheap model is always right; task b: only the expensive one is.
+    scores = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    costs = np.array([[1.0, 3.0]] * 4)
+    table = RoutingTable(["a1", "a2", "b1", "b2"], ["cheap", "dear"], scores, costs, ["a", "a", "b", "b"])
+    always_cheap = np.zeros((2, 4), dtype=int)  # a 2-point λ sweep that never changes its mind
+    result = metrics.per_task_aiq(table, {"router": always_cheap, "plain": always_cheap}, {"router"})
+    assert set(result) == {"a", "b"} and "plain" not in result["a"]
+    # Task a: singles (2, 1) and (6, 0); hull (2, 1) extended flat to 6: area 4 over 6.
+    assert result["a"]["zero_router"] == pytest.approx(4 / 6) and result["a"]["router"] == pytest.approx(4 / 6)
+    # Task b: singles (2, 0) and (6, 1): the hull climbs from 0 to 1 over [2, 6]: area 2 over 6.
+    assert result["b"]["zero_router"] == pytest.approx(2 / 6)
+    assert result["b"]["router"] == pytest.approx(0.0)  # always cheap: quality 0 at cost 2
+    table.costs = None
+    assert metrics.per_task_aiq(table, {"router": always_cheap}, {"router"}) == {}
