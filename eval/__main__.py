@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="what a score cell counts as, for fitting and scoring (router_service.data.scoring): 'accuracy' is "
         "what papers report for model7 (a probability > 0 is correct); default raw",
     )
+    offline.add_argument(
+        "--categories",
+        default="labels",
+        metavar="labels|cluster|cluster:K",
+        help="fit on the tables' task labels (default), or hide them so the category strategy clusters the "
+        "prompts (k by silhouette, or K); evaluation keeps the labels for per-task figures",
+    )
     offline.add_argument("--no-plot", action="store_true", help="skip pareto.png")
 
     online = commands.add_parser("online", help="send a dataset to a running service over HTTP and grade it")
@@ -166,6 +173,7 @@ def run_offline_command(args: argparse.Namespace) -> int:
         lambdas=lambdas,
         prices=prices,
         scoring=args.scoring,
+        categories=args.categories,
     )
     results["train_files"] = [str(p) for p in args.train]
     results["test_files"] = [str(p) for p in args.test or []]

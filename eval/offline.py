@@ -18,6 +18,7 @@ Protocol (documented in the README section):
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import time
@@ -90,10 +91,26 @@ class PooledRun:
     route_seconds: float = 0.0
 
 
-def _make_strategy(name: str, seed: int) -> RoutingStrategy:
+def parse_categories(spec: str) -> tuple[bool, int | None]:
+    """(cluster?, k): `labels` → fit on the table's task labels; `cluster` → hide them, k by the category
+    strategy's silhouette rule; `cluster:K` → hide them, K clusters."""
+    if spec == "labels":
+        return False, None
+    if spec == "cluster":
+        return True, None
+    k = spec.removeprefix("cluster:")
+    if spec.startswith("cluster:") and k.isdigit() and int(k) >= 2:
+        return True, int(k)
+    raise OfflineConfigError(f"--categories '{spec}': expected labels, cluster or cluster:K with K >= 2")
+
+
+def _make_strategy(name: str, seed: int, n_clusters: int | None = None) -> RoutingStrategy:
     cls = strategy_class(name)
     accepted = cls.param_names() if hasattr(cls, "param_names") else []
-    return get_strategy(name, **({"seed": seed} if "seed" in accepted else {}))
+    params: dict[str, Any] = {"seed": seed} if "seed" in accepted else {}
+    if n_clusters is not None and "n_clusters" in accepted:
+        params["n_clusters"] = n_clusters
+    return get_strategy(name, **params)
 
 
 def _fit(strategy: RoutingStrategy, table: RoutingTable, embeddings: np.ndarray | None) -> None:
@@ -140,12 +157,16 @@ def run_offline(
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     prices: Mapping[str, Mapping[str, float]] | None = None,
     scoring: str = "raw",
+    categories: str = "labels",
 ) -> dict[str, Any]:
     """Evaluate `strategies` and the baselines; returns the results.json dictionary.
 
-    `scoring` (router_service.data.scoring) applies to training and evaluation alike.
+    `scoring` (router_service.data.scoring) applies to training and evaluation alike. `categories`
+    `cluster[:K]` hides the task labels from the strategies' training (the category strategy then
+    clusters); evaluation keeps them, so per-task figures stay comparable.
     """
     started = time.perf_counter()
+    cluster, n_clusters = parse_categories(categories)
     train = apply_scoring(train, scoring)
     test = apply_scoring(test, scoring) if test is not None else None
     if (test is None) == (cv is None):
@@ -186,9 +207,13 @@ def run_offline(
         best_single_models.append(train.models[best])
 
     runs: dict[str, PooledRun] = {}
+    if cluster:
+        splits = [
+            (dataclasses.replace(tr, categories=None), ev, tr_rows, ev_rows) for tr, ev, tr_rows, ev_rows in splits
+        ]
     for name in names:
         runs[name] = _run_strategy(
-            name, splits, train_emb, eval_emb, n_eval, model_index, lambdas, seed, embedder, prices
+            name, splits, train_emb, eval_emb, n_eval, model_index, lambdas, seed, embedder, prices, n_clusters
         )
 
     results = _summarise(train, evaluated, runs, best_single_choices, best_single_models, seed)
@@ -197,6 +222,7 @@ def run_offline(
             "protocol": f"{cv}-fold cross-validation, pooled held-out predictions" if cv else "train/test hold-out",
             "cv": cv,
             "scoring": scoring,
+            "categories": categories,
             "seed": seed,
             "embedder": getattr(embedder, "name", None),
             "embed_seconds": round(embed_seconds, 3),
@@ -218,6 +244,7 @@ def _run_strategy(
     seed: int,
     embedder: Embedder | None,
     prices: Mapping | None,
+    n_clusters: int | None = None,
 ) -> PooledRun:
     tradeoff = bool(getattr(strategy_class(name), "has_tradeoff", False))
     run = PooledRun(
@@ -228,7 +255,7 @@ def _run_strategy(
     steps = len(splits) * (2 + (len(lambdas) if tradeoff else 0))
     with tqdm(total=steps, desc=f"{name}", unit="step", leave=False) as bar:
         for fold_train, fold_eval, train_rows, eval_rows in splits:
-            strategy = _make_strategy(name, seed)
+            strategy = _make_strategy(name, seed, n_clusters)
             strategy.set_embedder(embedder)
             bar.set_postfix_str("fit")
             fit_started = time.perf_counter()

@@ -12,6 +12,7 @@ else as plain strings. Exit status: 0 saved, 2 bad arguments or input files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="what a score cell counts as (router_service.data.scoring): 'accuracy' is what papers report "
         "for model7 (a probability > 0 is correct); default raw",
     )
+    parser.add_argument(
+        "--categories",
+        choices=("labels", "cluster"),
+        default="labels",
+        help="fit on the tables' task labels (default) or ignore them, so the category strategy clusters "
+        "the prompts (k: --param n_clusters=K, else its silhouette rule)",
+    )
     parser.add_argument("--out", required=True, metavar="ARTIFACT", help="artifact path (.joblib)")
     return parser
 
@@ -86,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     try:
         table = apply_scoring(load_tables(args.train, prices=args.prices, models=models), args.scoring)
+        if args.categories == "cluster":
+            table = dataclasses.replace(table, categories=None)
     except TableFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -114,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "prices": args.prices,
             "rows": len(table),
             "scoring": args.scoring,
+            "categories": args.categories,
         },
     )
     costs = "with costs" if table.has_costs else "without costs"

@@ -185,6 +185,22 @@ def test_fit_cli_writes_a_loadable_artifact(tmp_path, capsys):
     assert read_artifact_info(out)["metadata"]["rows"] == 60
 
 
+def test_fit_cli_scoring_and_clustering_reach_the_fit(tmp_path, capsys):
+    """`--categories cluster` hides the labels (the category strategy clusters, here into 3), and the
+    artifact's metadata records both choices."""
+    from router_service.cli.fit import main
+
+    train = _write_json_table(tmp_path / "t.json")
+    out = tmp_path / "c.joblib"
+    args = ["--strategy", "category", "--train", str(train), "--embedder", "hashing-256"]
+    extra = ["--scoring", "accuracy", "--categories", "cluster", "--param", "n_clusters=3", "--out", str(out)]
+    assert main(args + extra) == 0
+    loaded = load_artifact(out, strategy="category")
+    assert loaded.clustered_ and len(loaded.categories_) == 3
+    metadata = read_artifact_info(out)["metadata"]
+    assert (metadata["scoring"], metadata["categories"]) == ("accuracy", "cluster")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

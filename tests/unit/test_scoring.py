@@ -125,3 +125,51 @@ def test_per_task_aiq_is_each_tasks_own_zero_router_and_curves():
     assert result["b"]["router"] == pytest.approx(0.0)  # always cheap: quality 0 at cost 2
     table.costs = None
     assert metrics.per_task_aiq(table, {"router": always_cheap}, {"router"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"), [("labels", (False, None)), ("cluster", (True, None)), ("cluster:4", (True, 4))]
+)
+def test_categories_option_parses(spec, parsed):
+    assert offline.parse_categories(spec) == parsed
+
+
+@pytest.mark.parametrize("spec", ["cluster:1", "cluster:x", "kmeans"])
+def test_categories_option_refuses_bad_specs(spec):
+    with pytest.raises(offline.OfflineConfigError, match="--categories"):
+        offline.parse_categories(spec)
+
+
+def test_cluster_hides_labels_from_training_but_not_from_evaluation():
+    """With labels the category strategy learns 2 categories; with cluster:3 it learns 3 clusters."""
+    from router_service.routing.embedding import HashingEmbedder
+
+    rng = np.random.default_rng(0)
+    prompts = [f"{topic} question {i}" for i in range(30) for topic in ("algebra", "history")]
+    table = RoutingTable(
+        prompts=prompts,
+        models=["m", "h"],
+        scores=np.array([[1.0, 0.0] if p.startswith("algebra") else [0.0, 1.0] for p in prompts])
+        * rng.uniform(0.8, 1.0, (60, 1)),
+        categories=["algebra" if p.startswith("algebra") else "history" for p in prompts],
+    )
+    seen: dict[str, list] = {}
+    original = offline._fit
+
+    def spy(strategy, fold_table, embeddings):
+        original(strategy, fold_table, embeddings)
+        seen.setdefault("labels", []).append(fold_table.categories)
+        seen.setdefault("classes", []).append((strategy.clustered_, len(strategy.categories_)))
+
+    offline._fit = spy
+    try:
+        labelled = offline.run_offline(table, table, strategies=["category"], embedder=HashingEmbedder(64))
+        clustered = offline.run_offline(
+            table, table, strategies=["category"], embedder=HashingEmbedder(64), categories="cluster:3"
+        )
+    finally:
+        offline._fit = original
+    assert seen["labels"][0] is not None and seen["labels"][1] is None
+    assert seen["classes"] == [(False, 2), (True, 3)]
+    assert clustered["categories"] == "cluster:3" and labelled["categories"] == "labels"
+    assert set(clustered["strategies"]["category"]["per_task"]) == {"algebra", "history"}
