@@ -245,8 +245,20 @@ def test_cost_aware_bad_estimator():
         fitted("cost_aware", estimator="forest")
 
 
+def test_mlp_head_is_chosen_by_cv_and_routes_by_quality_then_cost():
+    strategy = fitted("mlp", hidden_grid=((16,), (32,)), mlp_alpha_grid=(1e-3, 1e-1), max_iter=300)
+    head = strategy.quality_model_
+    assert head["kind"] == "mlp" and head["cv_mse"] is not None  # the grid was searched by CV
+    assert (tuple(head["hidden"]), head["alpha"]) in {(h, a) for h in ((16,), (32,)) for a in (1e-3, 1e-1)}
+    assert head["weights"][0].shape[1] == head["hidden"][0] and head["weights"][-1].shape == (head["hidden"][0], 4)
+    assert majority(strategy, held_out("math"), cost_weight=0.0) in ("math-x", "premium")
+    assert majority(strategy, held_out("code"), cost_weight=0.0) in ("code-x", "premium")
+    cheap = strategy.route(Query(text=held_out("history")[0], cost_weight=1.0), make_experts())
+    assert cheap.primary in ("math-x", "code-x")
+
+
 # -- shared contracts -----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["best_single", "category", "skill", "cost_aware"])
+@pytest.mark.parametrize("name", ["best_single", "category", "skill", "cost_aware", "mlp"])
 def test_unknown_added_expert_is_never_chosen(name):
     strategy = fitted(name)
     experts = make_experts() + [ExpertCard(id="newcomer", input_cost_per_mtok=0.0, generalist=True)]

@@ -31,6 +31,7 @@ _REGISTRY: dict[str, str] = {
     "category": "router_service.routing.strategies.category:CategoryStrategy",
     "skill": "router_service.routing.strategies.skill:SkillStrategy",
     "cost_aware": "router_service.routing.strategies.cost_aware:CostAwareStrategy",
+    "mlp": "router_service.routing.strategies.mlp:MLPStrategy",
 }
 
 

@@ -159,6 +159,10 @@ class CostAwareStrategy(RoutingStrategy):
             "cv_mse": knn_err.get(k_best),
         }
 
+    def _fit_quality(self, x: np.ndarray, y: np.ndarray, folds: list) -> dict[str, Any]:
+        """The quality head; subclasses with another learner override this (`mlp`)."""
+        return self._fit_target(x, y, folds)
+
     def fit(self, table: RoutingTable, embeddings: np.ndarray | None = None) -> CostAwareStrategy:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
@@ -174,7 +178,7 @@ class CostAwareStrategy(RoutingStrategy):
             from sklearn.model_selection import KFold
 
             folds = list(KFold(self.cv, shuffle=True, random_state=self.seed).split(x))
-        self.quality_model_ = self._fit_target(x, table.scores, folds)
+        self.quality_model_ = self._fit_quality(x, table.scores, folds)
         self.cost_model_ = None
         self.cost_scale_ = 1.0
         if table.costs is not None:
