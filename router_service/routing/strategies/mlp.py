@@ -1,8 +1,9 @@
 """MLP router (RouterBench's MLP router): a small neural head on the prompt embedding predicts every
 expert's quality at once; the choice is CARROT's, argmax (1 − λ) · quality − λ · cost (see cost_aware).
 
-Learning: scikit-learn's `MLPRegressor` (ReLU, squared error, Adam) on the L2-normalised embedding,
-one output per expert; a missing cell is filled with that expert's mean, as in cost_aware. The hidden
+Learning: scikit-learn's `MLPRegressor` (ReLU, squared error, Adam, early stopping on a seeded 10%
+slice) on the L2-normalised embedding, one output per expert; a missing cell is filled with that
+expert's mean, as in cost_aware. The hidden
 size and the L2 strength `alpha` are chosen by `cv`-fold cross-validation (mean squared error over the
 observed cells) on the training table only, then the head is refitted on all of it. Predictions are
 clipped to [0, 1]. The cost head is cost_aware's (kNN or ridge, chosen by CV), when the table has costs.
@@ -24,8 +25,15 @@ from router_service.routing.strategies.cost_aware import CostAwareStrategy, _Tar
 def _mlp(hidden: Sequence[int], alpha: float, seed: int, max_iter: int) -> Any:
     from sklearn.neural_network import MLPRegressor
 
+    # Early stopping on a seeded 10% slice of the training rows: about 4x fewer epochs than a fixed
+    # budget, which keeps the CV search within minutes on two cores for model7's 7,598 prompts.
     return MLPRegressor(
-        hidden_layer_sizes=tuple(hidden), alpha=alpha, max_iter=max_iter, random_state=seed, early_stopping=False
+        hidden_layer_sizes=tuple(hidden),
+        alpha=alpha,
+        max_iter=max_iter,
+        random_state=seed,
+        early_stopping=True,
+        n_iter_no_change=10,
     )
 
 
