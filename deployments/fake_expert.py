@@ -29,7 +29,7 @@ class FakeExpertDeployment(ExpertShell):
         return None
 
     def stats(self) -> dict[str, int]:
-        return {"calls": self.backend.calls, "cancelled": self.backend.cancelled}
+        return {"calls": self.backend.calls, "cancelled": self.backend.cancelled, "in_flight": self.backend.in_flight}
 
 
 def build_fake_app(args: dict[str, Any]):

@@ -72,6 +72,7 @@ class FakeExpertBackend:
         self.chunk_delay_s = chunk_delay_s
         self.calls = 0
         self.cancelled = 0
+        self.in_flight = 0  # calls inside `chat` right now: lets tests act while a request is running
         # The latest requests, newest last (bounded: serve tests and benches run fakes for thousands).
         self.requests: collections.deque[ExpertRequest] = collections.deque(maxlen=256)
 
@@ -100,12 +101,15 @@ class FakeExpertBackend:
     async def chat(self, request: ExpertRequest) -> ExpertReply:
         self.calls += 1
         self.requests.append(request)
+        self.in_flight += 1
         try:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+        finally:
+            self.in_flight -= 1
         if self.fail:
             raise ExpertError(f"expert '{self.expert_id}' failed (fake failure)")
         first, *more = [self._choice(request, i) for i in range(request.params.n)]

@@ -57,20 +57,31 @@ def test_hot_reconfigure_changes_routing_without_restarting_anything(ray_serve):
     assert _replica_actors("hot") == before
 
 
+def _wait_in_flight(ray_serve, app: str, deployment: str, hang_guard_s: float = 120) -> None:
+    """Until the fake expert reports a request inside its answer. Event-driven: the kill below must land
+    while requests run there, however slowly this machine gets them there (a fixed sleep did not)."""
+    handle = ray_serve.get_deployment_handle(deployment, app_name=app)
+    deadline = time.monotonic() + hang_guard_s
+    while handle.stats.remote().result()["in_flight"] < 1:
+        assert time.monotonic() < deadline, f"no request reached {deployment}"
+        time.sleep(0.05)
+
+
 def test_killed_expert_replica_every_request_answered_and_replica_restarts(ray_serve):
     import ray
 
     args = config_dict()
     for expert in args["experts"]:
         expert["timeout_s"] = 10
+    # math holds each answer for 3 s, so a request seen inside it is still there when the kill lands.
     base = deploy(
-        ray_serve, args, {"math": {"delay_s": 1.0}, "text": {"delay_s": 0.2}}, name="kill", route_prefix="/kill"
+        ray_serve, args, {"math": {"delay_s": 3.0}, "text": {"delay_s": 0.2}}, name="kill", route_prefix="/kill"
     )
     victim = _replica_actors("kill")["expert-math"]
     with futures.ThreadPoolExecutor(16) as pool:
         math_jobs = [pool.submit(_ask, base, "please sum 1 and 2") for _ in range(8)]
         text_jobs = [pool.submit(_ask, base, "reverse the word") for _ in range(8)]
-        time.sleep(0.5)  # requests are now in flight on the math replica
+        _wait_in_flight(ray_serve, "kill", "expert-math")
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         math_results = [j.result() for j in math_jobs]
         text_results = [j.result() for j in text_jobs]
