@@ -46,13 +46,31 @@ def _base_dir(base_dir: Path | None) -> Path:
     return base_dir or Path(os.environ.get("COE_BASE_DIR", os.getcwd()))
 
 
+DEFAULT_EMBEDDER_EXPORT = "./models/embedders/all-MiniLM-L6-v2-onnx"
+
+
 def _resolve_router_paths(router: RouterConfig, base_dir: Path) -> RouterConfig:
-    return router.model_copy(
-        update={
-            "artifact": _resolve_path(router.artifact, base_dir) if router.artifact else None,
-            "extra_artifacts": [_resolve_path(p, base_dir) for p in router.extra_artifacts],
-        }
-    )
+    update: dict[str, Any] = {
+        "artifact": _resolve_path(router.artifact, base_dir) if router.artifact else None,
+        "extra_artifacts": [_resolve_path(p, base_dir) for p in router.extra_artifacts],
+    }
+    if router.embedder_backend != "torch":
+        update["embedder_path"] = ensure_embedder_export(
+            _resolve_path(router.embedder_path or DEFAULT_EMBEDDER_EXPORT, base_dir)
+        )
+    return router.model_copy(update=update)
+
+
+def ensure_embedder_export(path: str) -> str:
+    """Export the packaged MiniLM to ONNX at `path` unless a current export is there (first start only;
+    single-flight across processes; the export fails loudly below its agreement gate)."""
+    from zoo.embedder_export import export
+
+    try:
+        export(Path(path))
+    except Exception as exc:
+        raise ConfigError(f"router.embedder_path: could not export the embedder to {path}: {exc}") from exc
+    return path
 
 
 def prepare_config(
@@ -125,7 +143,7 @@ def build_application(
     # Fail here, in the driver, on a bad artifact rather than in a replica that Serve keeps restarting.
     from router_service.serving.assembly import build_strategies
 
-    build_strategies(config, embedder_factory=_lazy_embedder)
+    build_strategies(config)  # embedders load nothing until their first encode
     handles = {}
     budget = config.residency.max_resident_experts
     for index, expert in enumerate(config.experts):
@@ -136,12 +154,6 @@ def build_application(
         )
     init_config = config.model_dump(mode="json", exclude={"router"})
     return bind_router(init_config, config.router, config.router_deployment, handles)
-
-
-def _lazy_embedder(name: str):
-    from router_service.routing.embedding import make_embedder
-
-    return make_embedder(name)  # loads nothing until the first encode
 
 
 def build_app(args: dict[str, Any]):
@@ -159,7 +171,7 @@ def fit_routers_on_built_experts(
 ) -> None:
     """Build (or wait for) every expert the routers are fitted for, then fit the artifacts on their
     measured quality table (`zoo.routers`: cached, refitted only when the measured table changes)."""
-    from router_service.routing.embedding import make_embedder
+    from router_service.serving.assembly import configured_embedder
     from zoo.routers import fit_routers
 
     if fit.experts:
@@ -193,7 +205,7 @@ def fit_routers_on_built_experts(
         prices,
         strategies=fit.strategies,
         params=params,
-        embedder=make_embedder(router.embedder),
+        embedder=configured_embedder(router.embedder, router),
         progress=log.info,
     )
 

@@ -19,10 +19,9 @@ from deployments.metrics import RayServeMetrics
 from deployments.ray_backend import RayExpertBackend
 from router_service.api.app import create_app
 from router_service.config.apps import RouterAppConfig, compose_service_config
-from router_service.config.service import ExpertConfig, parse_service_config
+from router_service.config.service import ExpertConfig, RouterConfig, parse_service_config
 from router_service.errors import ExpertUnavailableError
-from router_service.routing.embedding import make_embedder
-from router_service.serving.assembly import build_service
+from router_service.serving.assembly import build_service, configured_embedder
 
 log = logging.getLogger("coe.router")
 
@@ -39,7 +38,7 @@ class RouterDeployment:
         self.router: dict[str, Any] | None = None
         self.experts: list[ExpertConfig] = []
         self.service = None
-        self._embedders: dict[str, Any] = {}
+        self._embedders: dict[tuple[str, str, str | None], Any] = {}
         self._discovery_task = None
         if discovery is not None:
             self.app_config = RouterAppConfig.model_validate({**self.base_config, "discovery": discovery})
@@ -60,17 +59,16 @@ class RouterDeployment:
 
     def _build(self, router: dict[str, Any], experts: list[ExpertConfig], backends: dict[str, Any]):
         if self._discovery_task is None:
+            config = parse_service_config({**self.base_config, "router": router})
             return build_service(
-                parse_service_config({**self.base_config, "router": router}),
-                backends,
-                embedder_factory=self._embedder,
-                metrics=self.metrics,
+                config, backends, embedder_factory=self._embedder_factory(config.router), metrics=self.metrics
             ), {}
         app = self.app_config.model_copy(update={"router": self.app_config.router.model_validate(router)})
         if not experts:
             return None, {}  # nothing to route to yet; the first discovered expert builds the service
         config, unresolved = compose_service_config(app, experts)
-        return build_service(config, backends, embedder_factory=self._embedder, metrics=self.metrics), unresolved
+        factory = self._embedder_factory(config.router)
+        return build_service(config, backends, embedder_factory=factory, metrics=self.metrics), unresolved
 
     def _install(self, built) -> None:
         service, unresolved = built
@@ -80,11 +78,15 @@ class RouterDeployment:
                 log.warning("router settings name experts that are not deployed: %s", unresolved)
         self.service = service
 
-    def _embedder(self, name: str):
-        # Kept across rebuilds: a new expert must not cost a reload of the embedding model.
-        if name not in self._embedders:
-            self._embedders[name] = make_embedder(name)
-        return self._embedders[name]
+    def _embedder_factory(self, router: RouterConfig):
+        def embedder(name: str):
+            # Kept across rebuilds: a new expert must not cost a reload of the embedding model.
+            key = (name, router.embedder_backend, router.embedder_path)
+            if key not in self._embedders:
+                self._embedders[key] = configured_embedder(name, router)
+            return self._embedders[key]
+
+        return embedder
 
     # -- discovery ----------------------------------------------------------------------------
     async def _discover_forever(self) -> None:

@@ -18,7 +18,7 @@ from eval.offline import OfflineConfigError
 from router_service.data.loaders import DatasetError, TableFormatError, load_prices, load_tables
 from router_service.data.scoring import SCORING_RULES
 from router_service.errors import CoEError, RoutingError
-from router_service.routing.embedding import DEFAULT_EMBEDDER
+from router_service.routing.embedding import DEFAULT_EMBEDDER, EMBEDDER_BACKENDS
 from router_service.routing.grading import GRADERS
 
 
@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     offline.add_argument("--out", default="out/offline", metavar="DIR", help="output directory (default out/offline)")
     offline.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation on --train (no --test)")
+    offline.add_argument(
+        "--embedder-backend",
+        default="torch",
+        choices=EMBEDDER_BACKENDS,
+        help="what runs the embedder (default torch; the others need `python -m zoo.embedder_export`)",
+    )
     offline.add_argument(
         "--embedder",
         default=DEFAULT_EMBEDDER,
@@ -161,7 +167,7 @@ def run_offline_command(args: argparse.Namespace) -> int:
     prices = load_prices(args.prices) if args.prices else None
     train = load_tables(args.train, prices=prices, models=args.models)
     test = load_tables(args.test, prices=prices, models=train.models) if args.test else None
-    embedder = CachedEmbedder(make_embedder(args.embedder))
+    embedder = CachedEmbedder(make_embedder(args.embedder, backend=args.embedder_backend))
     lambdas = tuple(np.round(np.linspace(0.0, 1.0, args.grid), 4).tolist())
     results = run_offline(
         train,

@@ -53,8 +53,10 @@ class CachedEmbedder:
         self.inner = inner
         self.name = inner.name  # strategies may record the embedder name; keep the real model's
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", inner.name)[-80:]
-        digest = hashlib.sha256(inner.name.encode("utf-8")).hexdigest()[:12]
+        # Keyed by model and backend: int8 vectors must not be served as torch's.
+        key = getattr(inner, "cache_key", inner.name)
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[-80:]
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
         self.directory = root / f"{safe}-{digest}"
         self.batch_size = batch_size
         self.save_every = save_every

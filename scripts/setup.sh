@@ -31,7 +31,7 @@ fi
 "$VENV/bin/python" - <<'PY'
 import importlib
 for mod in ("ray.serve", "vllm", "sentence_transformers", "sklearn", "transformers.models.llama", "gguf",
-            "accelerate"):
+            "accelerate", "openvino", "onnxruntime", "onnx"):
     importlib.import_module(mod)
 print("coe-router install ok")
 PY

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from router_service.data.scoring import SCORING_RULES
-from router_service.routing.embedding import DEFAULT_EMBEDDER
+from router_service.routing.embedding import DEFAULT_EMBEDDER, EMBEDDER_BACKENDS
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prices", metavar="FILE", help="price table for tables without costs")
     parser.add_argument("--models", help="comma-separated subset of models to fit for")
+    parser.add_argument(
+        "--embedder-backend",
+        default="torch",
+        choices=EMBEDDER_BACKENDS,
+        help="what runs the embedder (default torch; the others need `python -m zoo.embedder_export`)",
+    )
     parser.add_argument(
         "--embedder",
         default=DEFAULT_EMBEDDER,
@@ -108,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     if strategy.needs_embedding:
-        strategy.set_embedder(make_embedder(args.embedder))
+        strategy.set_embedder(make_embedder(args.embedder, backend=args.embedder_backend))
 
     started = time.perf_counter()
     try:

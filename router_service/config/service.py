@@ -125,8 +125,22 @@ class RouterConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="Extra strategy constructor arguments.")
     allow_fallback: bool = Field(default=True, description="On expert failure, retry on the next-best expert.")
     embedder: str = Field(default="all-MiniLM-L6-v2", description="Embedder name or local path.")
+    embedder_backend: Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] = Field(
+        default="openvino",
+        description="What runs the embedder: sentence-transformers (`torch`), or the MiniLM graph exported "
+        "by `python -m zoo.embedder_export` on onnxruntime or OpenVINO (made on first start; README "
+        '"Performance" has the measured speed and agreement).',
+    )
+    embedder_path: str | None = Field(
+        default=None,
+        description="Folder of the exported graph for a backend other than `torch` (default "
+        "`./models/embedders/all-MiniLM-L6-v2-onnx`).",
+    )
     micro_batch_window_ms: float = Field(
-        default=2.0, ge=0.0, description="Concurrent prompts wait this long to share one embedding call."
+        default=0.0,
+        ge=0.0,
+        description="0: a prompt is embedded at once when the embedder is idle, and prompts that arrive "
+        "while it is busy share the next call. Above 0: the first prompt waits this long for company.",
     )
     micro_batch_max: int = Field(default=64, ge=1, description="Largest shared embedding call.")
     embedding_cache_size: int = Field(default=4096, ge=0, description="Cached prompt embeddings; 0 turns it off.")

@@ -38,6 +38,7 @@ class SentenceTransformerEmbedder:
         self, name: str = DEFAULT_EMBEDDER, path: str | None = None, batch_size: int = 64, device: str = "cpu"
     ) -> None:
         self.name = name
+        self.cache_key = name
         self.path = path
         self.batch_size = batch_size
         self.device = device
@@ -80,6 +81,7 @@ class HashingEmbedder:
     def __init__(self, dim: int = 256) -> None:
         self.dim = dim
         self.name = f"hashing-{dim}"
+        self.cache_key = self.name
 
     def _features(self, text: str) -> list[str]:
         lowered = text.lower()
@@ -99,7 +101,24 @@ class HashingEmbedder:
         return l2_normalise(out)
 
 
-def make_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
+EMBEDDER_BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+
+
+def make_embedder(name: str = DEFAULT_EMBEDDER, backend: str = "torch", path: str | None = None) -> Embedder:
+    """The embedder called `name`, run by `backend`.
+
+    `torch` is sentence-transformers. The others run the graph that `python -m zoo.embedder_export` made
+    from the packaged MiniLM (at `path`, default `models/embedders/all-MiniLM-L6-v2-onnx`). They keep the
+    name, because an artifact fitted with one backend routes with another (their agreement is measured
+    by `bench/embedder_backends.py`), and they differ in `cache_key`, so cached vectors never mix."""
     if name.startswith("hashing-"):
         return HashingEmbedder(dim=int(name.split("-", 1)[1]))
-    return SentenceTransformerEmbedder(name=name)
+    if backend == "torch":
+        return SentenceTransformerEmbedder(name=name, path=path)
+    if backend not in EMBEDDER_BACKENDS:
+        raise ValueError(f"unknown embedder backend {backend!r}; known: {', '.join(EMBEDDER_BACKENDS)}")
+    if name != DEFAULT_EMBEDDER:
+        raise ValueError(f"embedder backend {backend!r} runs only the exported {DEFAULT_EMBEDDER}, not {name!r}")
+    from router_service.routing.onnx_embedder import OnnxEmbedder
+
+    return OnnxEmbedder(backend, path=path)

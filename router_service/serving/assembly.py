@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from router_service.config.service import RouterConfig, ServiceConfig
@@ -110,10 +111,21 @@ def load_strategy_artifact(
     return strategy
 
 
+def configured_embedder(name: str, router: RouterConfig) -> Embedder:
+    """The embedder called `name` (as an artifact records it), run by `router.embedder_backend`."""
+    exported = router.embedder_backend != "torch"
+    try:
+        return make_embedder(name, backend=router.embedder_backend, path=router.embedder_path if exported else None)
+    except ValueError as exc:
+        raise ConfigError(f"router.embedder_backend: {exc}") from None
+
+
 def build_strategies(
-    config: ServiceConfig, embedder_factory: Callable[[str], Embedder] = make_embedder
+    config: ServiceConfig, embedder_factory: Callable[[str], Embedder] | None = None
 ) -> dict[str, RoutingStrategy]:
     router = config.router
+    if embedder_factory is None:
+        embedder_factory = partial(configured_embedder, router=router)
     embedders: dict[str, Embedder] = {}
 
     def embedder_for(name: str) -> Embedder:
@@ -149,7 +161,7 @@ def build_strategies(
 def build_service(
     config: ServiceConfig,
     backends: Mapping[str, ExpertBackend],
-    embedder_factory: Callable[[str], Embedder] = make_embedder,
+    embedder_factory: Callable[[str], Embedder] | None = None,
     metrics: Metrics | None = None,
 ) -> RouterService:
     return RouterService(config, backends, build_strategies(config, embedder_factory), metrics=metrics)
