@@ -51,10 +51,17 @@ class EmbeddingCache:
 
 
 class MicroBatchingEmbedder:
-    """`await embed(text)`: waits up to `window_s` for company, then one `encode` call for the batch."""
+    """`await embed(text)`: concurrent requests share one `encode` call.
+
+    With `window_s == 0` (the default) a request whose embedder is idle is encoded at once, so a lone
+    request pays no wait; requests that arrive while an encode is running queue up, and the queue is
+    encoded in one call as soon as the running one ends ("batch while busy"). With `window_s > 0`, the
+    first request of a batch waits that long for company instead. `max_batch` caps one call; a full
+    queue starts its own call even while another runs.
+    """
 
     def __init__(
-        self, embedder: Embedder, *, window_s: float = 0.002, max_batch: int = 64, cache_size: int = 4096
+        self, embedder: Embedder, *, window_s: float = 0.0, max_batch: int = 64, cache_size: int = 4096
     ) -> None:
         self.embedder = embedder
         self.name = embedder.name
@@ -64,6 +71,7 @@ class MicroBatchingEmbedder:
         self._pending: list[tuple[str, asyncio.Future]] = []
         self._flush_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._running = 0  # encode calls in flight
         self.batches = 0
         self.batched_items = 0
 
@@ -74,10 +82,12 @@ class MicroBatchingEmbedder:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
         if len(self._pending) >= self.max_batch:
-            batch, self._pending = self._pending, []
-            self._spawn(self._encode(batch))
-        elif self._flush_task is None:
-            self._flush_task = self._spawn(self._flush_after_window())
+            self._start_batch()
+        elif self.window_s > 0:
+            if self._flush_task is None:
+                self._flush_task = self._spawn(self._flush_after_window())
+        elif self._running == 0:
+            self._start_batch()
         return await future
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -86,27 +96,35 @@ class MicroBatchingEmbedder:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _start_batch(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            self._running += 1
+            self._spawn(self._encode(batch))
+
     async def _flush_after_window(self) -> None:
         await asyncio.sleep(self.window_s)
         self._flush_task = None
-        batch, self._pending = self._pending, []
-        await self._encode(batch)
+        self._start_batch()
 
     async def _encode(self, batch: Sequence[tuple[str, asyncio.Future]]) -> None:
-        if not batch:
-            return
-        texts = [t for t, _ in batch]
         try:
-            # Off the event loop: encoding is CPU-bound and must not stall other requests' I/O.
-            vectors = await asyncio.to_thread(self.embedder.encode, texts)
-        except BaseException as exc:
-            for _, future in batch:
+            texts = [t for t, _ in batch]
+            try:
+                # Off the event loop: encoding is CPU-bound and must not stall other requests' I/O.
+                vectors = await asyncio.to_thread(self.embedder.encode, texts)
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            self.batches += 1
+            self.batched_items += len(batch)
+            for (text, future), vector in zip(batch, vectors):
+                self.cache.put(text, vector)
                 if not future.done():
-                    future.set_exception(exc)
-            return
-        self.batches += 1
-        self.batched_items += len(batch)
-        for (text, future), vector in zip(batch, vectors):
-            self.cache.put(text, vector)
-            if not future.done():
-                future.set_result(vector)
+                    future.set_result(vector)
+        finally:
+            self._running -= 1
+            if self.window_s == 0 and self._running == 0:
+                self._start_batch()  # what queued while this call ran

@@ -88,3 +88,70 @@ async def test_cache_can_be_switched_off_and_is_bounded():
     for t in "abc":
         cache.put(t, np.ones(1))
     assert cache.get("a") is None and cache.get("c") is not None
+
+
+class GatedEmbedder(CountingEmbedder):
+    """Holds each encode call until the test opens the gate, so 'busy' is a state, not a duration."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.gate = threading.Event()
+
+    def encode(self, texts):
+        self.gate.wait(timeout=30)
+        return super().encode(texts)
+
+
+async def test_lone_request_is_encoded_at_once_without_a_window():
+    embedder = CountingEmbedder()
+    batcher = MicroBatchingEmbedder(embedder, cache_size=0)  # default: no window
+    assert batcher.window_s == 0
+    vector = await batcher.embed("alone")
+    assert embedder.calls == [1]
+    assert np.allclose(vector, HashingEmbedder(dim=64).encode(["alone"])[0])
+
+
+async def test_requests_arriving_while_busy_share_the_next_call():
+    embedder = GatedEmbedder()
+    batcher = MicroBatchingEmbedder(embedder, max_batch=64, cache_size=0)
+    first = asyncio.ensure_future(batcher.embed("first"))
+    await asyncio.sleep(0)  # the first call starts and blocks inside encode
+    while batcher._running == 0:
+        await asyncio.sleep(0)
+    later = [asyncio.ensure_future(batcher.embed(f"later {i}")) for i in range(19)]
+    await asyncio.sleep(0)
+    assert embedder.calls == [] and len(batcher._pending) == 19  # queued behind the busy call
+    embedder.gate.set()
+    vectors = await asyncio.wait_for(asyncio.gather(first, *later), timeout=30)  # a lost queue fails, not hangs
+    assert embedder.calls == [1, 19]
+    expected = HashingEmbedder(dim=64).encode(["first"] + [f"later {i}" for i in range(19)])
+    assert np.allclose(np.vstack(vectors), expected)
+    assert batcher._running == 0 and not batcher._pending
+
+
+async def test_a_full_queue_starts_its_own_call_while_another_runs():
+    embedder = GatedEmbedder()
+    batcher = MicroBatchingEmbedder(embedder, max_batch=4, cache_size=0)
+    tasks = [asyncio.ensure_future(batcher.embed(f"t{i}")) for i in range(9)]
+    await asyncio.sleep(0)
+    embedder.gate.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    assert max(embedder.calls) <= 4 and sum(embedder.calls) == 9
+
+
+async def test_a_failing_encode_fails_its_batch_and_the_queue_moves_on():
+    class FailsOnce(CountingEmbedder):
+        def encode(self, texts):
+            if not self.calls:
+                self.calls.append(len(texts))
+                raise RuntimeError("boom")
+            return super().encode(texts)
+
+    batcher = MicroBatchingEmbedder(FailsOnce(), cache_size=0)
+    with pytest.raises(RuntimeError, match="boom"):
+        await batcher.embed("x")
+    assert batcher._running == 0
+    vector = await batcher.embed("y")
+    assert vector.shape == (64,)
