@@ -18,7 +18,8 @@ largest of the configured experts' prices; no prices at all → every expert cos
 
 Serving is plain numpy (one mat-vec and a partial sort per prompt, ~0.1 ms for 10k training prompts),
 computed per prompt even in a batch: a batched GEMM can differ from a GEMV in the last bits and flip a
-near-tied neighbour, which would make a decision depend on the batch.
+near-tied neighbour, which would make a decision depend on the batch. Past `knn_exact_max_rows`
+training prompts the neighbours come from an inverted-file index (`routing.knn_index`), not a full scan.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from router_service.domain import ExpertCard, Query
 from router_service.routing.embedding import l2_normalise
+from router_service.routing.knn_index import EXACT_MAX_ROWS, KnnIndex, top_of
 from router_service.routing.strategies.base import RoutingStrategy
 from router_service.routing.strategies.baselines import card_prices, mean_cost, one_thread
 
@@ -53,23 +55,27 @@ class _Target:
 def _knn_cv_errors(
     x: np.ndarray, t: _Target, folds: list[tuple[np.ndarray, np.ndarray]], k_grid: Sequence[int]
 ) -> dict[int, float]:
-    """CV mean squared error per k; one similarity sort per fold serves every k (cumulative sums)."""
+    """CV mean squared error per k; one similarity sort per fold serves every k (cumulative sums).
+    Validation rows go in chunks, so memory stays bounded on a 100k-prompt table."""
     sq = {k: 0.0 for k in k_grid}
     total = 0.0
-    for train, val in folds:
+    chunk = 2048
+    for train, fold_val in folds:
         kmax = min(max(k_grid), len(train))
-        sims = x[val] @ x[train].T
-        nearest = np.argpartition(-sims, kmax - 1, axis=1)[:, :kmax]
-        order = np.take_along_axis(sims, nearest, axis=1).argsort(axis=1)[:, ::-1]
-        nearest = np.take_along_axis(nearest, order, axis=1)
-        ys = np.cumsum((t.filled * t.mask)[train][nearest], axis=1)  # (val, kmax, models)
-        ms = np.cumsum(t.mask[train][nearest], axis=1)
-        truth, seen = t.filled[val], t.mask[val]
-        total += seen.sum()
-        for k in k_grid:
-            kk = min(k, kmax) - 1
-            pred = np.where(ms[:, kk] > 0, ys[:, kk] / np.maximum(ms[:, kk], 1), t.col_mean)
-            sq[k] += float((((pred - truth) ** 2) * seen).sum())
+        for start in range(0, len(fold_val), chunk):
+            val = fold_val[start : start + chunk]
+            sims = x[val] @ x[train].T
+            nearest = np.argpartition(-sims, kmax - 1, axis=1)[:, :kmax]
+            order = np.take_along_axis(sims, nearest, axis=1).argsort(axis=1)[:, ::-1]
+            nearest = np.take_along_axis(nearest, order, axis=1)
+            ys = np.cumsum((t.filled * t.mask)[train][nearest], axis=1)  # (val, kmax, models)
+            ms = np.cumsum(t.mask[train][nearest], axis=1)
+            truth, seen = t.filled[val], t.mask[val]
+            total += seen.sum()
+            for k in k_grid:
+                kk = min(k, kmax) - 1
+                pred = np.where(ms[:, kk] > 0, ys[:, kk] / np.maximum(ms[:, kk], 1), t.col_mean)
+                sq[k] += float((((pred - truth) ** 2) * seen).sum())
     return {k: sq[k] / max(total, 1.0) for k in k_grid}
 
 
@@ -96,6 +102,11 @@ class CostAwareStrategy(RoutingStrategy):
     estimator: "auto" | "knn" | "linear" (see module docstring).
     k: fixed neighbour count (skips the k search); k_grid / alpha_grid: CV search spaces.
     cv: folds for the search. seed: fold shuffling. top_k: experts per request.
+    knn_exact_max_rows: above this many training prompts, kNN searches an inverted-file index
+    (`knn_n_probe` lists of about √n) instead of scanning every prompt.
+
+    Learned: quality_model_, cost_model_ (each {"kind": "knn"|"linear", ...}), cost_scale_, models_,
+    and knn_index_ (a KnnIndex over the training embeddings; None when no estimator is kNN).
     """
 
     name = "cost_aware"
@@ -114,8 +125,12 @@ class CostAwareStrategy(RoutingStrategy):
         cv: int = 5,
         seed: int = 0,
         top_k: int = 1,
+        knn_exact_max_rows: int = EXACT_MAX_ROWS,
+        knn_n_probe: int = 16,
     ) -> None:
         super().__init__(top_k=top_k)
+        self.knn_exact_max_rows = knn_exact_max_rows
+        self.knn_n_probe = knn_n_probe
         self.cost_weight = cost_weight
         self.estimator = estimator
         self.k = k
@@ -189,17 +204,20 @@ class CostAwareStrategy(RoutingStrategy):
             self.cost_model_ = self._fit_target(x, table.costs / self.cost_scale_, folds)
         # Training embeddings, only needed by kNN estimators (linear ones are self-contained).
         needs_x = "knn" in (self.quality_model_["kind"], (self.cost_model_ or {}).get("kind"))
-        self.train_x_ = x if needs_x else None
+        self.knn_index_ = (
+            KnnIndex(x, exact_max_rows=self.knn_exact_max_rows, n_probe=self.knn_n_probe, seed=self.seed)
+            if needs_x
+            else None
+        )
         self.models_ = list(table.models)
         return self
 
     # -- prediction ---------------------------------------------------------------------------
-    def _predict(self, model: dict[str, Any], e: np.ndarray, sims: np.ndarray | None) -> np.ndarray:
+    def _predict(self, model: dict[str, Any], e: np.ndarray, neighbours) -> np.ndarray:
         if model["kind"] == "linear":
             return e.astype(np.float64) @ model["coef"] + model["intercept"]
-        assert sims is not None  # kNN models are always given the similarities to the training prompts
-        k = min(model["k"], len(sims))
-        idx = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        assert neighbours is not None  # kNN models are always given the query's nearest training prompts
+        idx = top_of(neighbours, model["k"])
         seen = model["mask"][idx].sum(axis=0)
         return np.where(seen > 0, model["sum"][idx].sum(axis=0) / np.maximum(seen, 1), model["col_mean"])
 
@@ -209,10 +227,13 @@ class CostAwareStrategy(RoutingStrategy):
         if query.embedding is None:
             query = self.with_embeddings([query])[0]
         e = l2_normalise(np.asarray(query.embedding))
-        sims = self.train_x_ @ e if self.train_x_ is not None else None
-        quality = np.clip(self._predict(self.quality_model_, e, sims), 0.0, 1.0)
+        neighbours = None
+        if self.knn_index_ is not None:
+            ks = [m["k"] for m in (self.quality_model_, self.cost_model_) if m is not None and m["kind"] == "knn"]
+            neighbours = self.knn_index_.search(e, max(ks))
+        quality = np.clip(self._predict(self.quality_model_, e, neighbours), 0.0, 1.0)
         if self.cost_model_ is not None:
-            cost = np.maximum(self._predict(self.cost_model_, e, sims), 0.0)
+            cost = np.maximum(self._predict(self.cost_model_, e, neighbours), 0.0)
         else:
             prices = card_prices(experts)
             top = max(prices.values(), default=0.0)

@@ -91,9 +91,9 @@ class MLPStrategy(CostAwareStrategy):
             "cv_mse": errors.get((hidden, alpha)),
         }
 
-    def _predict(self, model: dict[str, Any], e: np.ndarray, sims: np.ndarray | None) -> np.ndarray:
+    def _predict(self, model: dict[str, Any], e: np.ndarray, neighbours) -> np.ndarray:
         if model["kind"] != "mlp":
-            return super()._predict(model, e, sims)
+            return super()._predict(model, e, neighbours)
         h = e.astype(np.float64)
         layers = list(zip(model["weights"], model["biases"]))
         for weight, bias in layers[:-1]:
