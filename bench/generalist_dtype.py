@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from typing import Any, cast
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_machine import cpu_model  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 from zoo import general, tasks  # noqa: E402  (pure Python, cheap)
 from zoo.gguf import build_gguf, get_gguf_spec  # noqa: E402
 
@@ -39,16 +40,6 @@ SPOT_CHECKS = (  # (prompt, accepted answers or None when only the text is shown
     ("Write a haiku about the sea.", None),
     ("What is 37+45?", ["82"]),
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def prompt_set(skills_n: int) -> list[dict]:

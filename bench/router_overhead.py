@@ -6,7 +6,8 @@ Prints, on the same prompts within one run:
   (b) routing decisions per second of RouterService alone (instant fake experts) at concurrency
       1, 8, 32, 128, with the real embedder and the fitted artifact;
   (c) embedding time alone at the same batch sizes;
-and ratios that compare across machines (decision time at concurrency 1 / one embedding call).
+and ratios that compare across machines: decision time at concurrency 1 / one embedding call (medians,
+measured in turns on the same prompts), and the rate at concurrency 32 / the embedding floor.
 
     python bench/router_overhead.py --artifact models/routers/category.joblib \
         --dataset eval/data/zoo_heldout.jsonl [--endpoint http://127.0.0.1:8000] [--no-cache]
@@ -22,6 +23,7 @@ import time
 
 import httpx
 import numpy as np
+from bench_machine import describe  # bench/ is on sys.path when a script runs
 
 LEVELS = (1, 8, 32, 128)
 
@@ -62,13 +64,15 @@ def endpoint_latency(endpoint: str, prompts: list[str], max_tokens: int) -> dict
     }
 
 
-def build_service(artifact: str, cache: bool):
+def build_service(artifact: str, cache: bool, backend: str):
     from router_service.config.service import parse_service_config
     from router_service.experts.fake import FakeExpertBackend
     from router_service.routing.artifact import load_artifact, read_artifact_info
+    from router_service.routing.embedding import make_embedder
     from router_service.serving.service import RouterService
 
-    strategy = load_artifact(artifact)
+    recorded = read_artifact_info(artifact).get("embedder")
+    strategy = load_artifact(artifact, embedder=make_embedder(recorded, backend=backend) if recorded else None)
     experts = strategy.fitted_experts or read_artifact_info(artifact)["fitted_experts"]
     config = parse_service_config(
         {
@@ -98,6 +102,25 @@ async def decisions_per_second(service, prompts: list[str], concurrency: int) ->
     return len(requests) / (time.perf_counter() - started)
 
 
+async def side_by_side_c1(service, embedder, prompts: list[str]) -> tuple[float, float]:
+    """Median ms of one embedding call and of one routing decision at concurrency 1, taken in turns on
+    the same prompts (each with its own suffix, so no cache helps), so machine load hits both alike."""
+    from router_service.api.schema import ChatCompletionRequest
+
+    embed_s, decide_s = [], []
+    for i, prompt in enumerate(prompts):
+        started = time.perf_counter()
+        embedder.encode([f"{prompt} [e{i}]"])
+        embed_s.append(time.perf_counter() - started)
+        request = ChatCompletionRequest.model_validate(
+            {"model": "coe", "messages": [{"role": "user", "content": f"{prompt} [d{i}]"}]}
+        )
+        started = time.perf_counter()
+        await service.decide(request)
+        decide_s.append(time.perf_counter() - started)
+    return statistics.median(embed_s) * 1000, statistics.median(decide_s) * 1000
+
+
 def embedding_times(embedder, prompts: list[str]) -> dict[int, float]:
     out = {}
     for size in LEVELS:
@@ -119,30 +142,36 @@ def main() -> None:
     parser.add_argument("--endpoint-requests", type=int, default=100)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--no-cache", action="store_true", help="turn the embedding cache off for (b)")
+    from router_service.config.service import RouterConfig
+
+    default_backend = RouterConfig.model_fields["embedder_backend"].default
+    parser.add_argument(
+        "--embedder-backend", default=default_backend, help=f"torch, onnx, onnx-int8, openvino, ... ({default_backend})"
+    )
     args = parser.parse_args()
 
     prompts = load_prompts(args.dataset, args.requests)
     # Distinct prompts, so the embedding cache cannot hide the embedding cost unless asked to.
     unique = [f"{p} (#{i})" for i, p in enumerate(prompts)]
-    service, strategy = build_service(args.artifact, cache=not args.no_cache)
+    service, strategy = build_service(args.artifact, cache=not args.no_cache, backend=args.embedder_backend)
     embedder = strategy.embedder
     embedder.encode(["warm-up"])  # load the model outside the timings
 
-    result: dict = {"artifact": args.artifact, "strategy": strategy.name, "embedder": embedder.name}
+    result: dict = {
+        "machine": describe(),
+        "artifact": args.artifact,
+        "strategy": strategy.name,
+        "embedder": embedder.name,
+        "embedder_backend": args.embedder_backend,
+    }
     emb = embedding_times(embedder, unique)
     result["embedding_ms_per_prompt"] = {str(k): round(v, 3) for k, v in emb.items()}
-    single = []
-    for prompt in unique[:64]:
-        started = time.perf_counter()
-        embedder.encode([prompt])
-        single.append(time.perf_counter() - started)
-    one_embed_ms = statistics.median(single) * 1000
     rates = {}
     for level in LEVELS:
         fresh = [f"{p} [c{level}]" for p in unique]
         rates[level] = asyncio.run(decisions_per_second(service, fresh, level))
     result["decisions_per_second"] = {str(k): round(v, 1) for k, v in rates.items()}
-    decision_ms_c1 = 1000 / rates[1]
+    one_embed_ms, decision_ms_c1 = asyncio.run(side_by_side_c1(service, embedder, unique[:200]))
     result["one_embedding_ms"] = round(one_embed_ms, 3)
     result["decision_ms_at_c1"] = round(decision_ms_c1, 3)
     result["ratio_decision_c1_over_one_embedding"] = round(decision_ms_c1 / one_embed_ms, 3)

@@ -316,10 +316,12 @@ def test_read_jsonl_errors_name_the_file_and_line(tmp_path: Path) -> None:
         list(read_jsonl(tmp_path / "absent.jsonl"))
 
 
-def test_eval_and_bench_datasets_use_the_one_reader(tmp_path: Path) -> None:
+def test_eval_and_bench_datasets_use_the_one_reader(tmp_path: Path, monkeypatch) -> None:
     """The online eval, the skill matrix and the overhead bench read JSONL through `read_jsonl`."""
     import importlib.util
 
+    # As when the script runs: its own folder first on sys.path (for bench/bench_machine.py).
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
     from eval import online, skill_matrix
 
     path = tmp_path / "d.jsonl"
