@@ -10,10 +10,12 @@ from typing import Any
 
 from deployments.model_files import ensure_model, ensure_quality_record
 from router_service.config.apps import RouterAppConfig, parse_expert_app_config, parse_router_app_config
+from router_service.config.gateway import GatewayConfig
 from router_service.config.service import (
     ExpertConfig,
     RouterConfig,
     RouterFitConfig,
+    ServerConfig,
     ServiceConfig,
     parse_service_config,
 )
@@ -61,6 +63,22 @@ def _resolve_router_paths(router: RouterConfig, base_dir: Path) -> RouterConfig:
     return router.model_copy(update=update)
 
 
+def prepare_gateway(gateway: GatewayConfig, server: ServerConfig, base_dir: Path) -> GatewayConfig:
+    """An absolute counter-store path (replicas may run elsewhere), checked here so a bad store or a
+    key whose environment variable is unset fails at start-up, named."""
+    from router_service.api.app import api_keys
+    from router_service.gateway.limits import KeyRing, Limiter
+
+    store = gateway.store
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_absolute():
+        store = "sqlite:///" + _resolve_path(store.removeprefix("sqlite:///"), base_dir)
+    gateway = gateway.model_copy(update={"store": store})
+    KeyRing.from_config(gateway, api_keys(server))
+    if any(k.limited for k in gateway.keys) or gateway.default_limits.limited:
+        Limiter.from_config(gateway).close()
+    return gateway
+
+
 def ensure_embedder_export(path: str) -> str:
     """Export the packaged MiniLM to ONNX at `path` unless a current export is there (first start only;
     single-flight across processes; the export fails loudly below its agreement gate)."""
@@ -81,9 +99,10 @@ def prepare_config(
     base_dir = _base_dir(base_dir)
     experts = [prepare_expert(e, f"experts[{i}].", base_dir, check_engine_args) for i, e in enumerate(config.experts)]
     router = _resolve_router_paths(config.router, base_dir)
+    gateway = prepare_gateway(config.gateway, config.server, base_dir)
     if config.fit is not None:
         fit_routers_on_built_experts(config.fit, router, base_dir, experts)
-    return config.model_copy(update={"experts": experts, "router": router})
+    return config.model_copy(update={"experts": experts, "router": router, "gateway": gateway})
 
 
 def deployment_name(expert_id: str) -> str:
@@ -215,7 +234,12 @@ def prepare_router_app(args: dict[str, Any] | RouterAppConfig, base_dir: Path | 
 
     app = parse_router_app_config(args)
     base = _base_dir(base_dir)
-    app = app.model_copy(update={"router": _resolve_router_paths(app.router, base)})
+    app = app.model_copy(
+        update={
+            "router": _resolve_router_paths(app.router, base),
+            "gateway": prepare_gateway(app.gateway, app.server, base),
+        }
+    )
     if app.fit is not None:
         fit_routers_on_built_experts(app.fit, app.router, base)
     # Fail at deploy time on a missing or broken artifact, before any expert is known.

@@ -21,9 +21,32 @@ from router_service.api.app import create_app
 from router_service.config.apps import RouterAppConfig, compose_service_config
 from router_service.config.service import ExpertConfig, RouterConfig, parse_service_config
 from router_service.errors import ExpertUnavailableError
+from router_service.serving.activity import ActivityLog, TeeMetrics
 from router_service.serving.assembly import build_service, configured_embedder
 
 log = logging.getLogger("coe.router")
+
+
+class ReplicaHeader:
+    """Names the router replica that answered (`x-coe-replica`): which one a client reached, when
+    replicas must agree (per-key counters) or a request is traced. A plain ASGI wrapper: no per-request
+    task, unlike Starlette's `BaseHTTPMiddleware`."""
+
+    def __init__(self, app, replica: str) -> None:
+        self.app = app
+        self.header = (b"x-coe-replica", replica.encode())
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 @serve.deployment
@@ -33,7 +56,9 @@ class RouterDeployment:
         self, config: dict[str, Any], handles: dict[str, Any], discovery: dict[str, Any] | None = None
     ) -> None:
         self.base_config = dict(config)
-        self.metrics = RayServeMetrics()
+        # Every hook reaches Prometheus and this replica's in-memory log behind /dashboard.
+        self.activity = ActivityLog()
+        self.metrics = TeeMetrics(RayServeMetrics(), self.activity)
         self.backends = {expert_id: RayExpertBackend(expert_id, handle) for expert_id, handle in handles.items()}
         self.router: dict[str, Any] | None = None
         self.experts: list[ExpertConfig] = []
@@ -43,9 +68,11 @@ class RouterDeployment:
         if discovery is not None:
             self.app_config = RouterAppConfig.model_validate({**self.base_config, "discovery": discovery})
             self.server = self.app_config.server
+            self.gateway = self.app_config.gateway
             self._discovery_task = asyncio.get_running_loop().create_task(self._discover_forever())
         else:
-            self.server = parse_service_config({**self.base_config, "router": {}}).server
+            parsed = parse_service_config({**self.base_config, "router": {}})
+            self.server, self.gateway = parsed.server, parsed.gateway
 
     # -- configuration ------------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -127,7 +154,9 @@ class RouterDeployment:
         return self.service
 
     def __serve_build_asgi_app__(self):
-        return create_app(self._current_service, self.server, self.metrics)
+        app = create_app(self._current_service, self.server, self.metrics, gateway=self.gateway, activity=self.activity)
+        app.add_middleware(ReplicaHeader, replica=serve.get_replica_context().replica_id.unique_id)
+        return app
 
     def __del__(self) -> None:
         if self._discovery_task is not None:

@@ -88,6 +88,13 @@ class ExpertUnavailableError(CoEError):
     default_code = "expert_unavailable"
 
 
+class GatewayStoreError(CoEError):
+    """The per-key counter store (SQLite or Redis) did not answer within its deadline."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
 class ExpertTimeoutError(CoEError):
     status_code = 504
     error_type = "timeout_error"

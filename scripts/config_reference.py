@@ -12,7 +12,7 @@ from router_service.config.service import ExpertConfig, ServiceConfig
 
 def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-    return text.replace("router_service.config.service.", "")
+    return text.replace("router_service.config.service.", "").replace("router_service.config.gateway.", "")
 
 
 def rows(model: type[BaseModel], prefix: str) -> list[str]:
@@ -62,7 +62,8 @@ if __name__ == "__main__":
     )
     print(
         table(
-            ServiceConfig, skip=("experts[].", "router.", "aggregation.", "server.", "router_deployment.", "fit.")
+            ServiceConfig,
+            skip=("experts[].", "router.", "aggregation.", "server.", "router_deployment.", "gateway.", "fit."),
         ).replace(
             "|---|---|---|---|",
             "|---|---|---|---|\n| `experts[]` | `list` | required | One expert application's args each. |",

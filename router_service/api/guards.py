@@ -3,9 +3,7 @@ in flight (beyond it: 429 with Retry-After instead of unbounded queueing)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Sequence
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,11 +15,14 @@ from router_service.errors import (
     RequestTooLargeError,
     to_error_response,
 )
+from router_service.gateway.limits import KeyRing
 from router_service.serving.metrics import Metrics, NullMetrics
 
 log = logging.getLogger("coe.http")
 
-OPEN_PATHS = frozenset({"/health"})
+# The dashboard page itself holds no data (it asks for a key, then calls /dashboard/api/*, which need one).
+OPEN_PATHS = frozenset({"/health", "/dashboard"})
+CALLER_STATE = "coe_caller"  # request.state attribute holding the authenticated `Caller`
 
 
 def app_path(scope: Scope) -> str:
@@ -91,11 +92,14 @@ class BodySizeLimit:
 
 
 class ApiKeyAuth:
-    """With keys configured, every path but /health needs `Authorization: Bearer <key>`. Keys are never logged."""
+    """With keys configured, every path but the open ones needs `Authorization: Bearer <key>`.
 
-    def __init__(self, app: ASGIApp, keys: Sequence[str], metrics: Metrics | None = None) -> None:
+    Keys are held and compared as hashes (`gateway.limits.KeyRing`) and never logged. The caller found
+    (its name, hash and limits) goes into the request's state for the per-key limits and the logs."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing, metrics: Metrics | None = None) -> None:
         self.app = app
-        self.keys = [k.encode() for k in keys if k]
+        self.keys = keys
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,13 +108,14 @@ class ApiKeyAuth:
             return
         header = dict(scope.get("headers", [])).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
-        ok = scheme.lower() == b"bearer" and any(hmac.compare_digest(token.strip(), k) for k in self.keys)
-        if not ok:
+        caller = self.keys.find(token.strip()) if scheme.lower() == b"bearer" and token.strip() else None
+        if caller is None:
             exc = AuthenticationError(
                 "missing or invalid API key; send 'Authorization: Bearer <key>'", headers={"www-authenticate": "Bearer"}
             )
             await error_json(exc, self.metrics)(scope, receive, send)
             return
+        scope.setdefault("state", {})[CALLER_STATE] = caller
         await self.app(scope, receive, send)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from router_service.config.gateway import GatewayConfig
 from router_service.config.service import (
     AggregationConfig,
     ExpertConfig,
@@ -50,6 +51,7 @@ class RouterAppConfig(_Strict):
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     fit: RouterFitConfig | None = Field(
         default=None, description="Fit the artifacts on the built experts' measured quality at start-up."

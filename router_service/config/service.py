@@ -10,17 +10,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from router_service.config.base import _Strict
+from router_service.config.gateway import GatewayConfig
 from router_service.errors import ConfigError, UnknownStrategyError, format_loc
 
 # HF-style ids ("org/name") are allowed so artifacts fitted on benchmark tables match expert ids.
 EXPERT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
 ROUTED_MODEL_NAME = "coe"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class CostConfig(_Strict):
@@ -288,6 +286,7 @@ class ServiceConfig(_Strict):
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     fit: RouterFitConfig | None = Field(
         default=None, description="Fit the artifacts on the built experts' measured quality at start-up."
     )

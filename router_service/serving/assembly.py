@@ -164,4 +164,11 @@ def build_service(
     embedder_factory: Callable[[str], Embedder] | None = None,
     metrics: Metrics | None = None,
 ) -> RouterService:
-    return RouterService(config, backends, build_strategies(config, embedder_factory), metrics=metrics)
+    strategies = build_strategies(config, embedder_factory)
+    cache = config.gateway.cache
+    cache_embedder = None
+    if cache.enabled and cache.similarity_threshold < 1.0 and all(s.embedder is None for s in strategies.values()):
+        # Near-duplicates need an embedder even when no strategy routes with one.
+        make = embedder_factory or partial(configured_embedder, router=config.router)
+        cache_embedder = make(config.router.embedder)
+    return RouterService(config, backends, strategies, metrics=metrics, cache_embedder=cache_embedder)

@@ -4,7 +4,28 @@ with Ray Serve's Prometheus metrics, tests with `RecordingMetrics`."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """One finished chat request, as the dashboard and the request log see it."""
+
+    request_id: str
+    strategy: str  # "direct" when the client named an expert
+    experts: tuple[str, ...]  # whose output the client got
+    chosen: tuple[str, ...]  # what the strategy picked (empty for direct calls)
+    scores: dict[str, float] = field(default_factory=dict)
+    status: int = 200
+    latency_ms: float = 0.0
+    cost: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache: str | None = None  # "hit" when answered from the semantic cache
+    fallback: bool = False  # an expert failed and another one answered
+    stream: bool = False
+    key_name: str | None = None  # the API key's configured name, never the key
 
 
 class Metrics(Protocol):
@@ -17,6 +38,14 @@ class Metrics(Protocol):
     def error(self, error_type: str) -> None: ...
 
     def rejected(self) -> None: ...
+
+    def rate_limited(self, limit: str) -> None:
+        """A key went over `limit` (requests, tokens or budget) and got 429."""
+        ...
+
+    def cache(self, hit: bool) -> None: ...
+
+    def completed(self, summary: RequestSummary) -> None: ...
 
 
 class NullMetrics:
@@ -35,13 +64,23 @@ class NullMetrics:
     def rejected(self) -> None:
         pass
 
+    def rate_limited(self, limit: str) -> None:
+        pass
 
-class RecordingMetrics:
+    def cache(self, hit: bool) -> None:
+        pass
+
+    def completed(self, summary: RequestSummary) -> None:
+        pass
+
+
+class RecordingMetrics(NullMetrics):
     """Counts every hook call; for tests and for quick local inspection."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple] = Counter()
         self.latencies: list[float] = []
+        self.summaries: list[RequestSummary] = []
 
     def request(self, expert: str, status: int) -> None:
         self.counts[("request", expert, status)] += 1
@@ -57,3 +96,12 @@ class RecordingMetrics:
 
     def rejected(self) -> None:
         self.counts[("rejected",)] += 1
+
+    def rate_limited(self, limit: str) -> None:
+        self.counts[("rate_limited", limit)] += 1
+
+    def cache(self, hit: bool) -> None:
+        self.counts[("cache", "hit" if hit else "miss")] += 1
+
+    def completed(self, summary: RequestSummary) -> None:
+        self.summaries.append(summary)

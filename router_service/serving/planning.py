@@ -38,6 +38,7 @@ class Plan:
     # A batch's own residency numbers (loads it started, its waits); None outside a batch.
     record: ResidencyStats | None = None
     started: float = field(default_factory=time.perf_counter)
+    caller: str | None = None  # the API key's configured name, for the request log
 
 
 def generation_params(request: ChatCompletionRequest, server: ServerConfig) -> GenerationParams:
@@ -135,7 +136,7 @@ class Planner:
             )
         return self.strategies[key]
 
-    def _batcher(self, embedder: Embedder) -> MicroBatchingEmbedder:
+    def batcher_for(self, embedder: Embedder) -> MicroBatchingEmbedder:
         key = id(embedder)
         if key not in self._batchers:
             router = self.config.router
@@ -146,6 +147,13 @@ class Planner:
                 cache_size=router.embedding_cache_size,
             )
         return self._batchers[key]
+
+    def shared_batcher(self) -> MicroBatchingEmbedder | None:
+        """The default strategy's embedder (else any strategy's), for whoever else embeds prompts."""
+        for strategy in [self.strategies[self.default_strategy], *self.strategies.values()]:
+            if strategy.embedder is not None:
+                return self.batcher_for(strategy.embedder)
+        return None
 
     async def plan(self, request: ChatCompletionRequest) -> Plan:
         params = generation_params(request, self.config.server)
@@ -189,7 +197,7 @@ class Planner:
         started = time.perf_counter()
         if strategy.needs_embedding and strategy.embedder is not None:
             # Shared, cached embedding of this prompt alone; scoring after it is sub-millisecond.
-            embedding = await self._batcher(strategy.embedder).embed(query.text)
+            embedding = await self.batcher_for(strategy.embedder).embed(query.text)
             decision = strategy.route(dataclasses.replace(query, embedding=embedding), self.cards)
         else:
             decision = await asyncio.to_thread(strategy.route, query, self.cards)

@@ -21,15 +21,19 @@ from router_service.config.service import ROUTED_MODEL_NAME, ServiceConfig
 from router_service.domain import ExpertCard, ExpertChoice, RoutingDecision
 from router_service.errors import InvalidRequestError
 from router_service.experts.base import ExpertBackend
+from router_service.gateway.semantic_cache import CacheHit
+from router_service.routing.embedding import Embedder
+from router_service.routing.embedding_batcher import MicroBatchingEmbedder
 from router_service.routing.strategies.base import RoutingStrategy
 from router_service.serving.aggregation import AggregationResult, make_aggregator
 from router_service.serving.batch import BatchItem, run_batch
+from router_service.serving.caching import AnswerCache, Probe, collected_choices, replay
 from router_service.serving.calls import ExpertCaller
 from router_service.serving.fanout import FanoutResult
-from router_service.serving.metrics import Metrics, NullMetrics
+from router_service.serving.metrics import Metrics, NullMetrics, RequestSummary
 from router_service.serving.planning import Plan, Planner
 from router_service.serving.residency import ResidencyManager
-from router_service.serving.streaming import StreamOutcome, chunks, open_stream
+from router_service.serving.streaming import StreamOutcome, StreamUsage, chunks, next_or_none, open_stream
 
 log = logging.getLogger("coe.router")
 
@@ -52,6 +56,12 @@ def cards_from_config(config: ServiceConfig) -> list[ExpertCard]:
 class ChatOutcome:
     response: ChatCompletionResponse
     experts: list[str]
+    cache_hit: bool = False
+
+    @property
+    def charged_tokens(self) -> int:
+        """Tokens an expert spent on this answer: none when it came from the semantic cache."""
+        return 0 if self.cache_hit or self.response.usage is None else self.response.usage.total_tokens
 
 
 class RouterService:
@@ -63,6 +73,7 @@ class RouterService:
         default_strategy: str | None = None,
         metrics: Metrics | None = None,
         residency: ResidencyManager | None = None,
+        cache_embedder: Embedder | None = None,
     ) -> None:
         missing = [e for e in config.expert_ids if e not in backends]
         if missing:
@@ -87,6 +98,18 @@ class RouterService:
         agg = config.aggregation
         timeout = timeouts[agg.aggregator] if agg.aggregator else config.server.request_timeout_s
         self.aggregator = make_aggregator(agg, self.backends, timeout)
+        cache = config.gateway.cache
+        self.answers = None
+        if cache.enabled:
+            # A strategy's embedder when there is one (its prompt cache is then shared), else the
+            # router's configured embedder; without either, only exact repeats hit.
+            def cache_batcher() -> MicroBatchingEmbedder | None:
+                shared = self.planner.shared_batcher()
+                if shared is None and cache_embedder is not None:
+                    shared = self.planner.batcher_for(cache_embedder)
+                return shared
+
+            self.answers = AnswerCache(cache, cache_batcher, self.metrics)
         # Router settings naming an expert that is not deployed (split deployment): field → expert id.
         self.unresolved: dict[str, str] = {}
 
@@ -130,17 +153,92 @@ class RouterService:
         """The routing decision the service would make for `request` (None for a direct expert call)."""
         return (await self.planner.plan(request)).decision
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatOutcome:
-        return await self.execute(await self.planner.plan(request))
+    async def chat(self, request: ChatCompletionRequest, caller: str | None = None) -> ChatOutcome:
+        """`caller` is the API key's configured name (never the key): the request log's, and the
+        semantic cache's tenant."""
+        plan = await self.planner.plan(request)
+        plan.caller = caller
+        probe = await self.answers.probe(plan) if self.answers else None
+        if probe is not None and self.answers is not None:
+            hit = self.answers.lookup(probe)
+            if hit is not None:
+                return self._answer_from_cache(plan, hit)
+        outcome = await self.execute(plan)
+        if probe is not None and self.answers is not None:
+            response = outcome.response
+            choices = [ExpertChoice(c.message.content or "", c.finish_reason) for c in response.choices]
+            usage = response.usage
+            self.answers.store(
+                probe,
+                outcome.experts,
+                choices,
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,
+                response.id,
+            )
+            if response.routing is not None:
+                response.routing["cache"] = "miss"
+        return outcome
 
-    async def stream(self, request: ChatCompletionRequest) -> StreamOutcome:
+    def _answer_from_cache(self, plan: Plan, hit: CacheHit) -> ChatOutcome:
+        answer = hit.answer
+        routing = self._cached_routing(plan, hit)
+        response = shaping.completion(
+            plan.model, list(answer.choices), answer.prompt_tokens, answer.completion_tokens, routing
+        )
+        self._log(plan, answer.experts, 200, cost=0.0, cache="hit")
+        return ChatOutcome(response, list(answer.experts), cache_hit=True)
+
+    def _cached_routing(self, plan: Plan, hit: CacheHit) -> dict[str, Any]:
+        # No expert ran: nothing was spent. `cached_from` names the request whose answer this is.
+        return shaping.routing_info(
+            plan.decision,
+            list(hit.answer.experts),
+            0.0,
+            cache="hit",
+            cache_similarity=round(hit.similarity, 4),
+            cached_from=hit.answer.request_id,
+        )
+
+    async def _stream_from_cache(self, plan: Plan, hit: CacheHit) -> StreamOutcome:
+        deltas = replay(hit.answer).__aiter__()
+        first = await next_or_none(deltas)
+        usage = StreamUsage(cost=0.0)  # nothing to charge: no expert ran
+
+        def ended(status: int) -> None:
+            usage.ended = True
+            self._log(plan, hit.answer.experts, status, cost=0.0, stream=True, cache="hit")
+
+        routing = self._cached_routing(plan, hit)
+        return StreamOutcome(
+            list(hit.answer.experts),
+            chunks(plan, routing, first, deltas, lambda: next_or_none(deltas), ended),
+            usage,
+        )
+
+    async def stream(self, request: ChatCompletionRequest, caller: str | None = None) -> StreamOutcome:
         """Route and wait for the first piece, so failures before any output are still HTTP errors."""
         plan = await self.planner.plan(request)
+        plan.caller = caller
         plan.include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        probe = await self.answers.probe(plan) if self.answers else None
+        if probe is not None and self.answers is not None:
+            hit = self.answers.lookup(probe)
+            if hit is not None:
+                return await self._stream_from_cache(plan, hit)
         if len(plan.aggregate_over) > 1:
-            return await self._stream_aggregated(plan)
+            return await self._stream_aggregated(plan, probe)
         expert_id, first, held = await open_stream(self.caller, plan)
-        routing = shaping.routing_info(plan.decision, [expert_id])
+        routing = shaping.routing_info(plan.decision, [expert_id], cache="miss" if probe else None)
+        usage = StreamUsage()
+        usage.see(first)
+
+        def ended(status: int) -> None:
+            usage.cost = shaping.cost_of(self.cards_by_id, [(expert_id, usage.prompt_tokens, usage.completion_tokens)])
+            usage.ended = True
+            self._store_streamed(probe, [expert_id], usage, plan, status)
+            self._log(plan, [expert_id], status, cost=usage.cost, usage=usage, stream=True)
+
         return StreamOutcome(
             [expert_id],
             chunks(
@@ -148,9 +246,10 @@ class RouterService:
                 routing,
                 first,
                 held,
-                lambda: self.caller.next_delta(expert_id, held),
-                lambda status: self._log(plan, [expert_id], status),
+                usage.watching(lambda: self.caller.next_delta(expert_id, held)),
+                ended,
             ),
+            usage,
         )
 
     async def batch(self, items: Sequence[BatchItem]) -> dict[str, Any]:
@@ -175,7 +274,7 @@ class RouterService:
             reply.completion_tokens,
             shaping.routing_info(plan.decision, [reply.expert_id], cost),
         )
-        self._log(plan, [reply.expert_id], 200)
+        self._log(plan, [reply.expert_id], 200, cost=cost, usage=reply)
         return ChatOutcome(response, [reply.expert_id])
 
     def _aggregate_routing(
@@ -212,10 +311,19 @@ class RouterService:
             result.completion_tokens,
             routing,
         )
-        self._log(plan, answered, 200)
+        self._log(plan, answered, 200, cost=routing.get("cost"), usage=response.usage)
         return ChatOutcome(response, answered)
 
-    async def _stream_aggregated(self, plan: Plan) -> StreamOutcome:
+    def _store_streamed(
+        self, probe: Probe | None, answered_by: list[str], usage: StreamUsage, plan: Plan, status: int
+    ) -> None:
+        if probe is None or self.answers is None or status != 200:
+            return  # a stream cut short is not an answer to keep
+        n = plan.expert_request.params.n
+        choices = collected_choices(usage.texts, usage.finish, n)
+        self.answers.store(probe, answered_by, choices, usage.prompt_tokens, usage.completion_tokens, plan.request_id)
+
+    async def _stream_aggregated(self, plan: Plan, probe: Probe | None = None) -> StreamOutcome:
         fan = await self.caller.gather(plan, self.config.aggregation.deadline_s)
         scores = plan.decision.scores if plan.decision else {}
         result, deltas = await self.aggregator.stream(plan.expert_request, fan.replies, scores)
@@ -224,6 +332,23 @@ class RouterService:
         source = result.extra_experts[0] if result.extra_experts else answered[0]
         first = await self.caller.next_delta(source, iterator)
         routing = self._aggregate_routing(plan, fan, result, answered)
+        if probe is not None:
+            routing["cache"] = "miss"
+        # The candidates' tokens are known now; the streamed source's own are counted as they arrive.
+        usage = StreamUsage()
+        fixed = [(r.expert_id, r.prompt_tokens, r.completion_tokens) for r in fan.replies]
+        usage.see(first)
+
+        def ended(status: int) -> None:
+            extra = [(source, usage.prompt_tokens, usage.completion_tokens)] if result.extra_experts else []
+            parts = fixed + extra
+            usage.cost = shaping.cost_of(self.cards_by_id, parts)
+            usage.prompt_tokens = sum(p for _, p, _ in parts)
+            usage.completion_tokens = sum(c for _, _, c in parts)
+            usage.ended = True
+            self._store_streamed(probe, [r.expert_id for r in fan.replies], usage, plan, status)
+            self._log(plan, answered, status, cost=usage.cost, usage=usage, stream=True)
+
         return StreamOutcome(
             answered,
             chunks(
@@ -231,23 +356,54 @@ class RouterService:
                 routing,
                 first,
                 iterator,
-                lambda: self.caller.next_delta(source, iterator),
-                lambda status: self._log(plan, answered, status),
+                usage.watching(lambda: self.caller.next_delta(source, iterator)),
+                ended,
             ),
+            usage,
         )
 
-    def _log(self, plan: Plan, experts: Sequence[str], status: int) -> None:
-        for expert in experts:
-            self.metrics.request(expert, status)
+    def _log(
+        self,
+        plan: Plan,
+        experts: Sequence[str],
+        status: int,
+        *,
+        cost: float | None = None,
+        usage: Any = None,
+        stream: bool = False,
+        cache: str | None = None,
+    ) -> None:
+        if cache != "hit":  # a cached answer called no expert
+            for expert in experts:
+                self.metrics.request(expert, status)
+        decision = plan.decision
+        summary = RequestSummary(
+            request_id=plan.request_id,
+            strategy=decision.strategy if decision else "direct",
+            experts=tuple(experts),
+            chosen=tuple(decision.expert_ids) if decision else (),
+            scores=dict(decision.scores) if decision else {},
+            status=status,
+            latency_ms=round((time.perf_counter() - plan.started) * 1000, 1),
+            cost=cost,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cache=cache,
+            fallback=bool(decision and decision.fallback),
+            stream=stream,
+            key_name=plan.caller,
+        )
+        self.metrics.completed(summary)
         log.info(
             json.dumps(
                 {
                     "event": "request",
-                    "request_id": plan.request_id,
-                    "strategy": plan.decision.strategy if plan.decision else "direct",
+                    "request_id": summary.request_id,
+                    "strategy": summary.strategy,
                     "experts": list(experts),
                     "status": status,
-                    "latency_ms": round((time.perf_counter() - plan.started) * 1000, 1),
+                    "latency_ms": summary.latency_ms,
+                    "key": summary.key_name,
                 }
             )
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router_service.api import shaping
 from router_service.api.schema import ChatCompletionChunk
@@ -20,9 +20,40 @@ from router_service.serving.planning import Plan
 
 
 @dataclass
+class StreamUsage:
+    """What a stream has delivered so far: token totals (the last delta carries the running totals), the
+    text of each choice, and its price once it has ended. Per-key token and spend limits charge what it
+    used; the semantic cache stores what it said."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    ended: bool = False
+    texts: dict[int, list[str]] = field(default_factory=dict)
+    finish: dict[int, str | None] = field(default_factory=dict)
+
+    def see(self, delta: ExpertDelta | None) -> ExpertDelta | None:
+        if delta is not None:
+            self.prompt_tokens = max(self.prompt_tokens, delta.prompt_tokens)
+            self.completion_tokens = max(self.completion_tokens, delta.completion_tokens)
+            if delta.text:
+                self.texts.setdefault(delta.index, []).append(delta.text)
+            if delta.finish_reason:
+                self.finish[delta.index] = delta.finish_reason
+        return delta
+
+    def watching(self, next_delta: Callable[[], Awaitable[ExpertDelta | None]]):
+        async def watched() -> ExpertDelta | None:
+            return self.see(await next_delta())
+
+        return watched
+
+
+@dataclass
 class StreamOutcome:
     experts: list[str]
     chunks: AsyncIterator[ChatCompletionChunk]
+    usage: StreamUsage = field(default_factory=StreamUsage)
 
 
 class HeldStream:
@@ -40,6 +71,13 @@ class HeldStream:
 
     async def aclose(self) -> None:
         await self.resources.aclose()
+
+
+async def next_or_none(deltas: AsyncIterator[ExpertDelta]) -> ExpertDelta | None:
+    try:
+        return await deltas.__anext__()
+    except StopAsyncIteration:
+        return None
 
 
 async def open_stream(caller: ExpertCaller, plan: Plan) -> tuple[str, ExpertDelta | None, HeldStream]:
