@@ -1,22 +1,26 @@
 """The semantic cache on the running stack: latency of a hit against a miss, and the hit rate, on a
 workload with repeats. Prints; gates nothing.
 
-The workload draws prompts from a held-out set. Each request is, at random (seeded): a prompt not sent
-before, an exact repeat of one that was, or a near-duplicate of one (lower-cased, punctuation dropped).
+The workload draws prompts from a held-out set, one half for plain requests and the other for streamed.
+Each request is, at random (seeded): a prompt not sent before, an exact repeat of one that was, or a
+near-duplicate of one (lower-cased, punctuation dropped). A "new" prompt that hits is a false hit:
+the cache took it for a different prompt it had seen.
 Requests go one at a time, so each latency is the request's own; streamed requests are timed to the
 end of the stream. A response's `routing.cache` says whether it was a hit.
 
     serve run deployments/coe.yaml &      # the default stack, until /health is ok
     python bench/cache.py --enable-cache  # redeploys the router application with gateway.cache on
 
-`--enable-cache` writes a copy of the deployment file with `gateway.cache.enabled: true` in the router
-application and runs `serve deploy` with it: only the router application changes, the experts stay up.
+`--enable-cache` runs `serve deploy` with a copy of the deployment file whose router application has
+the cache off, then on (so the run starts from an empty cache): only the router application changes,
+the experts stay up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -61,32 +65,36 @@ def workload(prompts: list[str], n: int, repeat: float, near: float, seed: int) 
     return out
 
 
-def enable_cache(config_path: str, threshold: float) -> None:
+def deploy_router(config_path: str, cache: dict | None) -> None:
+    """`serve deploy` the deployment file with the router application's `gateway.cache` set to `cache`
+    (None: as in the file). Only the router application changes; the experts stay up."""
     config = yaml.safe_load(Path(config_path).read_text())
-    router = next(a for a in config["applications"] if a["import_path"].endswith("build_router_app"))
-    gateway = router.setdefault("args", {}).setdefault("gateway", {})
-    gateway["cache"] = {**gateway.get("cache", {}), "enabled": True, "similarity_threshold": threshold}
+    if cache is not None:
+        router = next(a for a in config["applications"] if a["import_path"].endswith("build_router_app"))
+        router.setdefault("args", {}).setdefault("gateway", {})["cache"] = cache
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, dir=".") as out:
         yaml.safe_dump(config, out, sort_keys=False)
-    print(f"serve deploy {out.name} (router application with gateway.cache.enabled)", file=sys.stderr)
+    print(f"serve deploy {config_path} with gateway.cache {cache}", file=sys.stderr)
     try:
-        subprocess.run(["serve", "deploy", out.name], check=True)
+        # A cluster that `serve run` started has token auth on; the CLI sends the token only when told to.
+        env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+        subprocess.run(["serve", "deploy", out.name], check=True, env=env, stdout=subprocess.DEVNULL)
     finally:
         Path(out.name).unlink()
 
 
-def wait_for_cache(client: httpx.Client, deadline_s: float) -> None:
-    """Until the router answers with a `routing.cache` field: the redeployed replica is serving."""
+def wait_for_cache(client: httpx.Client, enabled: bool, deadline_s: float) -> None:
+    """Until the router answers with (or without) a `routing.cache` field: the redeployed replica serves."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         try:
             r = client.post("/v1/chat/completions", json=request_body("ping", 1, False))
-            if r.status_code == 200 and "cache" in r.json().get("routing", {}):
+            if r.status_code == 200 and ("cache" in r.json().get("routing", {})) == enabled:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(2)
-    raise SystemExit("the router did not come back with the cache on; is gateway.cache.enabled set?")
+    raise SystemExit(f"the router did not come back with the cache {'on' if enabled else 'off'}")
 
 
 def request_body(prompt: str, max_tokens: int, stream: bool) -> dict:
@@ -139,14 +147,20 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.95)
     args = parser.parse_args()
 
-    if args.enable_cache:
-        enable_cache(args.config, args.threshold)
     results: dict = {"machine": describe(), "requests": args.requests, "repeat": args.repeat, "near": args.near}
     with httpx.Client(base_url=args.endpoint, timeout=300) as client:
-        wait_for_cache(client, 600)
+        if args.enable_cache:
+            # Off, then on: the run starts from an empty cache whatever ran before.
+            deploy_router(args.config, {"enabled": False})
+            wait_for_cache(client, False, 600)
+            deploy_router(args.config, {"enabled": True, "similarity_threshold": args.threshold})
+        wait_for_cache(client, True, 600)
+        prompts = load_prompts(args.dataset)
+        random.Random(args.seed).shuffle(prompts)
+        halves = {False: prompts[: len(prompts) // 2], True: prompts[len(prompts) // 2 :]}
         for stream in (False, True):
-            # A different seed per mode, so the streamed run does not start with the first run's answers.
-            plan = workload(load_prompts(args.dataset), args.requests, args.repeat, args.near, args.seed + stream)
+            # Disjoint prompts per mode: the streamed run must not start with the first run's answers.
+            plan = workload(halves[stream], args.requests, args.repeat, args.near, args.seed)
             by_cache: dict[str, list[float]] = {"hit": [], "miss": []}
             by_kind: dict[str, list[str]] = {"new": [], "repeat": [], "near": []}
             for kind, prompt in plan:

@@ -29,7 +29,14 @@ class FakeExpertDeployment(ExpertShell):
         return None
 
     def stats(self) -> dict[str, int]:
-        return {"calls": self.backend.calls, "cancelled": self.backend.cancelled, "in_flight": self.backend.in_flight}
+        """What the engine really did: calls, and whether it is loaded now (tests check residency against it)."""
+        return {
+            "calls": self.backend.calls,
+            "cancelled": self.backend.cancelled,
+            "in_flight": self.backend.in_flight,
+            "loaded": int(self.backend.loaded),
+            "loads": self.backend.loads,
+        }
 
 
 def build_fake_app(args: dict[str, Any]):

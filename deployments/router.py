@@ -23,6 +23,7 @@ from router_service.config.service import ExpertConfig, RouterConfig, parse_serv
 from router_service.errors import ExpertUnavailableError
 from router_service.serving.activity import ActivityLog, TeeMetrics
 from router_service.serving.assembly import build_service, configured_embedder
+from router_service.serving.residency import ResidencyManager
 
 log = logging.getLogger("coe.router")
 
@@ -65,6 +66,7 @@ class RouterDeployment:
         self.service = None
         self._embedders: dict[tuple[str, str, str | None], Any] = {}
         self._discovery_task = None
+        self._residency: ResidencyManager | None = None
         if discovery is not None:
             self.app_config = RouterAppConfig.model_validate({**self.base_config, "discovery": discovery})
             self.server = self.app_config.server
@@ -88,7 +90,11 @@ class RouterDeployment:
         if self._discovery_task is None:
             config = parse_service_config({**self.base_config, "router": router})
             return build_service(
-                config, backends, embedder_factory=self._embedder_factory(config.router), metrics=self.metrics
+                config,
+                backends,
+                embedder_factory=self._embedder_factory(config.router),
+                metrics=self.metrics,
+                residency=self._residency_for(config, backends),
             ), {}
         app = self.app_config.model_copy(update={"router": self.app_config.router.model_validate(router)})
         if not experts:
@@ -96,6 +102,20 @@ class RouterDeployment:
         config, unresolved = compose_service_config(app, experts)
         factory = self._embedder_factory(config.router)
         return build_service(config, backends, embedder_factory=factory, metrics=self.metrics), unresolved
+
+    def _residency_for(self, config, backends: dict[str, Any]) -> ResidencyManager:
+        """One manager for the replica's life: it alone knows which experts are loaded now, so every
+        rebuilt service (each reconfigure) must use it. The one-application form only: its experts and
+        its budget (init args) do not change while the replica lives."""
+        if self._residency is None:
+            settings = config.residency
+            self._residency = ResidencyManager(
+                backends,
+                settings.max_resident_experts,
+                settings.load_window_s,
+                wait_timeout_s=settings.wait_timeout_s,
+            )
+        return self._residency
 
     def _install(self, built) -> None:
         service, unresolved = built

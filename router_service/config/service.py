@@ -200,6 +200,12 @@ class ResidencyConfig(_Strict):
     load_window_s: float = Field(
         default=0.05, ge=0.0, description="A load waits this long so concurrent requests share it."
     )
+    wait_timeout_s: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="Longest wait for an expert to become resident (a free slot, then its load); past it "
+        "the call fails over to the next candidate, or the request gets 503 with Retry-After.",
+    )
 
 
 class ServerConfig(_Strict):
@@ -304,6 +310,11 @@ class ServiceConfig(_Strict):
             if expert_id not in seen:
                 raise ValueError(f"{field}: '{expert_id}' is not a configured expert (experts: {known})")
         if self.residency.max_resident_experts is not None:
+            if self.router_deployment.num_replicas != 1:
+                raise ValueError(
+                    "router_deployment.num_replicas: must be 1 when residency.max_resident_experts is set "
+                    "(each router replica would keep its own budget, so the limit would not be global)"
+                )
             for index, expert in enumerate(self.experts):
                 if expert.num_replicas != 1:
                     raise ValueError(

@@ -17,6 +17,7 @@ from router_service.routing.embedding import Embedder, make_embedder
 from router_service.routing.strategies.base import RoutingStrategy, strategy_class
 from router_service.routing.strategies.rules import FixedStrategy, KeywordStrategy
 from router_service.serving.metrics import Metrics
+from router_service.serving.residency import ResidencyManager
 from router_service.serving.service import RouterService
 
 log = logging.getLogger("coe.router")
@@ -163,7 +164,10 @@ def build_service(
     backends: Mapping[str, ExpertBackend],
     embedder_factory: Callable[[str], Embedder] | None = None,
     metrics: Metrics | None = None,
+    residency: ResidencyManager | None = None,
 ) -> RouterService:
+    """`residency`: the manager that already tracks what is loaded, when the service is rebuilt (a hot
+    reconfigure); a new one would assume the first N experts are loaded, whatever really is."""
     strategies = build_strategies(config, embedder_factory)
     cache = config.gateway.cache
     cache_embedder = None
@@ -171,4 +175,6 @@ def build_service(
         # Near-duplicates need an embedder even when no strategy routes with one.
         make = embedder_factory or partial(configured_embedder, router=config.router)
         cache_embedder = make(config.router.embedder)
-    return RouterService(config, backends, strategies, metrics=metrics, cache_embedder=cache_embedder)
+    return RouterService(
+        config, backends, strategies, metrics=metrics, residency=residency, cache_embedder=cache_embedder
+    )

@@ -86,7 +86,8 @@ def final_error(plan: Plan, last_error: CoEError | None) -> CoEError:
         return ExpertUnavailableError("no expert could take the request")
     if len(plan.candidates) > 1:
         return ExpertUnavailableError(
-            f"all candidate experts failed ({', '.join(plan.candidates)}); last error: {last_error.message}"
+            f"all candidate experts failed ({', '.join(plan.candidates)}); last error: {last_error.message}",
+            headers=last_error.headers,  # e.g. the Retry-After of a residency wait that ran out
         )
     return last_error
 

@@ -60,6 +60,7 @@ class ResidencyManager:
         budget: int | None = None,
         load_window_s: float = 0.05,
         initially_resident: Iterable[str] | None = None,
+        wait_timeout_s: float = 300.0,
     ) -> None:
         self.backends = dict(backends)
         self.offloadable = {e: b for e, b in self.backends.items() if isinstance(b, Offloadable)}
@@ -67,6 +68,7 @@ class ResidencyManager:
         self.budget = budget if budget is not None else len(self.backends)
         self.enabled = budget is not None and budget < len(self.managed)
         self.load_window_s = load_window_s
+        self.wait_timeout_s = wait_timeout_s
         start = list(initially_resident) if initially_resident is not None else self.managed[: self.budget]
         self.resident: OrderedDict[str, None] = OrderedDict((e, None) for e in start if e in self.managed)
         self.in_use: dict[str, int] = {e: 0 for e in self.backends}
@@ -105,6 +107,7 @@ class ResidencyManager:
 
     async def _acquire(self, expert_id: str, record: ResidencyStats | None) -> None:
         waited_from = time.perf_counter()
+        deadline = waited_from + self.wait_timeout_s
         while True:
             if expert_id in self.resident:
                 self.resident.move_to_end(expert_id)
@@ -119,7 +122,8 @@ class ResidencyManager:
                 else:
                     victim = next((e for e in self.resident if self.in_use[e] == 0), None)
                     if victim is None:
-                        await self._changed.wait()  # every resident expert is busy: wait for one to finish
+                        # Every resident expert is busy: wait for one to finish, but not for ever.
+                        await self._before(deadline, self._changed.wait(), expert_id, "a free slot")
                         continue
                     del self.resident[victim]
                     self.unloading.add(victim)
@@ -127,7 +131,7 @@ class ResidencyManager:
             # Claim before the load lands, so nobody can evict it between landing and our turn.
             self.in_use[expert_id] += 1
             try:
-                await asyncio.shield(pending)
+                await self._before(deadline, asyncio.shield(pending), expert_id, "its load")
             except BaseException:
                 self.in_use[expert_id] -= 1
                 self._notify()
@@ -135,6 +139,19 @@ class ResidencyManager:
             for stats in self._records(record):
                 stats.add_wait(time.perf_counter() - waited_from)
             return
+
+    async def _before(self, deadline: float, waiting, expert_id: str, what: str) -> None:
+        """Await `waiting` until `deadline`; past it, 503 with Retry-After (a retryable error, so the
+        caller falls back to its next candidate first). A shielded load goes on for the next request."""
+        try:
+            await asyncio.wait_for(waiting, max(deadline - time.perf_counter(), 0.0))
+        except asyncio.TimeoutError:
+            raise ExpertUnavailableError(
+                f"expert '{expert_id}' did not become resident within {self.wait_timeout_s:g} s "
+                f"(memory budget {self.budget}; waited for {what})",
+                code="residency_timeout",
+                headers={"retry-after": str(max(int(self.wait_timeout_s // 10), 1))},
+            ) from None
 
     def _start_load(self, expert_id: str, victim: str | None, record: ResidencyStats | None) -> asyncio.Future:
         """A load is counted for whoever started it (its `record`); requests that join it only wait."""

@@ -90,7 +90,10 @@ class RouterService:
         self.cards = cards_from_config(config)
         self.cards_by_id = {c.id: c for c in self.cards}
         self.residency = residency or ResidencyManager(
-            self.backends, config.residency.max_resident_experts, config.residency.load_window_s
+            self.backends,
+            config.residency.max_resident_experts,
+            config.residency.load_window_s,
+            wait_timeout_s=config.residency.wait_timeout_s,
         )
         self.planner = Planner(config, self.cards, self.backends, self.strategies, self.default_strategy, self.metrics)
         timeouts = {e.id: e.timeout_s for e in config.experts}
