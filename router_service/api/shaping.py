@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from router_service.api.schema import (
@@ -94,10 +94,12 @@ async def chunks(
     next_delta,
     include_usage: bool,
     n: int = 1,
+    final_routing: Callable[[], dict[str, Any]] | None = None,
 ) -> AsyncIterator[ChatCompletionChunk]:
     """OpenAI chunk stream: a role chunk (one entry per choice) carrying `routing`, content chunks, and an
     optional usage chunk. With n > 1 the expert's deltas interleave choices; the stream ends when all n
-    have finished."""
+    have finished. `final_routing`, when given, is sent again on the last choice's finishing chunk: what
+    is only known at the end (the cost of a streamed synthesis)."""
     created = int(time.time())
     yield ChatCompletionChunk(
         id=completion_id,
@@ -110,6 +112,7 @@ async def chunks(
     finished: set[int] = set()
     while delta is not None:
         last = delta
+        closing = bool(delta.finish_reason) and len(finished | {delta.index}) >= n
         if delta.text or delta.finish_reason or delta.logprobs:
             yield ChatCompletionChunk(
                 id=completion_id,
@@ -123,6 +126,7 @@ async def chunks(
                         logprobs=logprobs_out(delta.logprobs),
                     )
                 ],
+                routing=final_routing() if closing and final_routing is not None else None,
             )
         if delta.finish_reason:
             finished.add(delta.index)

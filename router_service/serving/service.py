@@ -304,7 +304,7 @@ class RouterService:
     async def _execute_aggregated(self, plan: Plan) -> ChatOutcome:
         fan = await self.caller.gather(plan, self.config.aggregation.deadline_s)
         scores = plan.decision.scores if plan.decision else {}
-        result = await self.aggregator.aggregate(plan.expert_request, fan.replies, scores)
+        result = await self.aggregator.aggregate(plan.expert_request, fan.replies, scores, self._claim(plan))
         answered = [r.expert_id for r in fan.replies] + result.extra_experts
         routing = self._aggregate_routing(plan, fan, result, answered)
         response = shaping.completion(
@@ -316,6 +316,11 @@ class RouterService:
         )
         self._log(plan, answered, 200, cost=routing.get("cost"), usage=response.usage)
         return ChatOutcome(response, answered)
+
+    def _claim(self, plan: Plan):
+        """What an aggregator holds an expert it calls itself with: its residency claim, counted in the
+        batch's own record when there is one."""
+        return lambda expert_id: self.residency.use(expert_id, plan.record)
 
     def _store_streamed(
         self, probe: Probe | None, answered_by: list[str], usage: StreamUsage, plan: Plan, status: int
@@ -329,7 +334,7 @@ class RouterService:
     async def _stream_aggregated(self, plan: Plan, probe: Probe | None = None) -> StreamOutcome:
         fan = await self.caller.gather(plan, self.config.aggregation.deadline_s)
         scores = plan.decision.scores if plan.decision else {}
-        result, deltas = await self.aggregator.stream(plan.expert_request, fan.replies, scores)
+        result, deltas = await self.aggregator.stream(plan.expert_request, fan.replies, scores, self._claim(plan))
         answered = [r.expert_id for r in fan.replies] + result.extra_experts
         iterator = deltas.__aiter__()
         source = result.extra_experts[0] if result.extra_experts else answered[0]
@@ -342,12 +347,22 @@ class RouterService:
         fixed = [(r.expert_id, r.prompt_tokens, r.completion_tokens) for r in fan.replies]
         usage.see(first)
 
+        def parts() -> list[tuple[str, int, int]]:
+            if not result.extra_experts:
+                return fixed
+            # The synthesizer's last delta carries the candidates' tokens too.
+            own_prompt = max(usage.prompt_tokens - result.prompt_tokens, 0)
+            own_completion = max(usage.completion_tokens - result.completion_tokens, 0)
+            return fixed + [(source, own_prompt, own_completion)]
+
+        def final_routing() -> dict[str, Any]:
+            return {**routing, "cost": shaping.cost_of(self.cards_by_id, parts())}
+
         def ended(status: int) -> None:
-            extra = [(source, usage.prompt_tokens, usage.completion_tokens)] if result.extra_experts else []
-            parts = fixed + extra
-            usage.cost = shaping.cost_of(self.cards_by_id, parts)
-            usage.prompt_tokens = sum(p for _, p, _ in parts)
-            usage.completion_tokens = sum(c for _, _, c in parts)
+            spent = parts()
+            usage.cost = shaping.cost_of(self.cards_by_id, spent)
+            usage.prompt_tokens = sum(p for _, p, _ in spent)
+            usage.completion_tokens = sum(c for _, _, c in spent)
             usage.ended = True
             self._store_streamed(probe, [r.expert_id for r in fan.replies], usage, plan, status)
             self._log(plan, answered, status, cost=usage.cost, usage=usage, stream=True)
@@ -361,6 +376,7 @@ class RouterService:
                 iterator,
                 usage.watching(lambda: self.caller.next_delta(source, iterator)),
                 ended,
+                final_routing if result.extra_experts else None,
             ),
             usage,
         )

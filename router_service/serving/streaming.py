@@ -109,12 +109,20 @@ async def chunks(
     stream: AsyncIterator[ExpertDelta],
     next_delta: Callable[[], Awaitable[ExpertDelta | None]],
     on_end: Callable[[int], None],
+    final_routing: Callable[[], dict] | None = None,
 ) -> AsyncIterator[ChatCompletionChunk]:
     """OpenAI chunks of one answer; the stream is closed however it ends, and `on_end` gets the status."""
     status = 200
     try:
         async for chunk in shaping.chunks(
-            plan.request_id, plan.model, routing, first, next_delta, plan.include_usage, plan.expert_request.params.n
+            plan.request_id,
+            plan.model,
+            routing,
+            first,
+            next_delta,
+            plan.include_usage,
+            plan.expert_request.params.n,
+            final_routing,
         ):
             yield chunk
     except BaseException:

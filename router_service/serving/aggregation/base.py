@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,20 +26,37 @@ class AggregationResult:
     extra_experts: list[str] = field(default_factory=list)
 
 
+# Holds an expert resident while an aggregator calls it (the service passes `ResidencyManager.use`).
+Claim = Callable[[str], AbstractAsyncContextManager[None]]
+
+
+def no_claim(expert_id: str) -> AbstractAsyncContextManager[None]:
+    return nullcontext()
+
+
 class Aggregator(abc.ABC):
     method: str = "base"
 
     @abc.abstractmethod
     async def aggregate(
-        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+        self,
+        request: ExpertRequest,
+        replies: Sequence[ExpertReply],
+        scores: Mapping[str, float],
+        claim: Claim = no_claim,
     ) -> AggregationResult:
-        """Merge `replies` (best routing score first) into one answer."""
+        """Merge `replies` (best routing score first) into one answer. An expert the aggregator calls
+        itself is called inside `claim(expert_id)`, so a memory budget loads it first and counts it."""
 
     async def stream(
-        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+        self,
+        request: ExpertRequest,
+        replies: Sequence[ExpertReply],
+        scores: Mapping[str, float],
+        claim: Claim = no_claim,
     ) -> tuple[AggregationResult, AsyncIterator[ExpertDelta]]:
         """Default: aggregate, then emit the result as one delta."""
-        result = await self.aggregate(request, replies, scores)
+        result = await self.aggregate(request, replies, scores, claim)
 
         async def single() -> AsyncIterator[ExpertDelta]:
             yield ExpertDelta(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest, Message
 from router_service.experts.errors import deadline_errors, mapped_errors
-from router_service.serving.aggregation.base import AggregationResult, Aggregator
+from router_service.serving.aggregation.base import AggregationResult, Aggregator, Claim, no_claim
 
 if TYPE_CHECKING:
     from router_service.experts.base import ExpertBackend
@@ -52,10 +53,15 @@ class SynthesizeAggregator(Aggregator):
         return {"method": self.method, "aggregator": self.expert_id, "candidates": [r.expert_id for r in replies]}
 
     async def aggregate(
-        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+        self,
+        request: ExpertRequest,
+        replies: Sequence[ExpertReply],
+        scores: Mapping[str, float],
+        claim: Claim = no_claim,
     ) -> AggregationResult:
         with mapped_errors(self.expert_id, deadline_errors(self.timeout_s)):
-            reply = await asyncio.wait_for(self.backend.chat(self._request(request, replies)), self.timeout_s)
+            async with claim(self.expert_id):
+                reply = await asyncio.wait_for(self.backend.chat(self._request(request, replies)), self.timeout_s)
         return AggregationResult(
             text=reply.text,
             finish_reason=reply.finish_reason,
@@ -66,21 +72,33 @@ class SynthesizeAggregator(Aggregator):
         )
 
     async def stream(
-        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+        self,
+        request: ExpertRequest,
+        replies: Sequence[ExpertReply],
+        scores: Mapping[str, float],
+        claim: Claim = no_claim,
     ) -> tuple[AggregationResult, AsyncIterator[ExpertDelta]]:
+        """The synthesizer's own deltas, with the candidates' tokens added to the last one's totals. The
+        synthesizer is held resident (`claim`) from before its first token until the stream is closed."""
         base_prompt = sum(r.prompt_tokens for r in replies)
         base_completion = sum(r.completion_tokens for r in replies)
+        held = AsyncExitStack()
+        with mapped_errors(self.expert_id, deadline_errors(self.timeout_s)):
+            await held.enter_async_context(claim(self.expert_id))
         inner = self.backend.stream(self._request(request, replies))
 
         async def deltas() -> AsyncIterator[ExpertDelta]:
-            async for delta in inner:
-                if delta.finish_reason:
-                    delta = dataclasses.replace(
-                        delta,
-                        prompt_tokens=delta.prompt_tokens + base_prompt,
-                        completion_tokens=delta.completion_tokens + base_completion,
-                    )
-                yield delta
+            try:
+                async for delta in inner:
+                    if delta.finish_reason:
+                        delta = dataclasses.replace(
+                            delta,
+                            prompt_tokens=delta.prompt_tokens + base_prompt,
+                            completion_tokens=delta.completion_tokens + base_completion,
+                        )
+                    yield delta
+            finally:
+                await held.aclose()
 
         result = AggregationResult(
             "", None, base_prompt, base_completion, self._details(replies), extra_experts=[self.expert_id]

@@ -7,14 +7,18 @@ from collections.abc import Mapping, Sequence
 
 from router_service.domain import ExpertReply, ExpertRequest
 from router_service.routing.grading import canonical_answer
-from router_service.serving.aggregation.base import AggregationResult, Aggregator
+from router_service.serving.aggregation.base import AggregationResult, Aggregator, Claim, no_claim
 
 
 class VoteAggregator(Aggregator):
     method = "vote"
 
     async def aggregate(
-        self, request: ExpertRequest, replies: Sequence[ExpertReply], scores: Mapping[str, float]
+        self,
+        request: ExpertRequest,
+        replies: Sequence[ExpertReply],
+        scores: Mapping[str, float],
+        claim: Claim = no_claim,
     ) -> AggregationResult:
         if not replies:
             raise ValueError("no replies to vote over")
