@@ -7,6 +7,7 @@ Two modes:
                   naive = the same requests one by one in arrival order. Loads come from /health.
 
     python bench/grouping.py --requests 24 --experts 4 --budget 2
+    python bench/grouping.py --requests 16 --top-k2 8 --synthesize --experts 5 --budget 2
     python bench/grouping.py --endpoint http://127.0.0.1:8000 --requests 8
 """
 
@@ -30,41 +31,72 @@ def mixed_assignments(n: int, experts: list[str], seed: int) -> list[str]:
 
 
 async def fake_mode(args) -> dict:
+    from router_service.api.schema import ChatCompletionRequest
     from router_service.config.service import parse_service_config
     from router_service.experts.fake import OffloadableFakeExpert
-    from router_service.routing.strategies.rules import FixedStrategy
+    from router_service.serving.assembly import build_strategies
     from router_service.serving.batch import count_loads
     from router_service.serving.service import RouterService
 
     experts = [f"e{i}" for i in range(args.experts)]
+    # The synthesizer is the last expert, not resident at start: it must run after every candidate.
+    synthesizer = experts[-1] if args.synthesize else None
     config = parse_service_config(
         {
             "experts": [{"id": e, "model": f"org/{e}"} for e in experts],
-            "router": {"strategy": "fixed", "default_expert": experts[0]},
+            # keyword: a prompt naming k<i> goes to e<i>, so an item's two candidates are chosen by its text.
+            "router": {
+                "strategy": "keyword",
+                "default_expert": experts[0],
+                "rules": [{"expert": e, "keywords": [f"k{i}"]} for i, e in enumerate(experts)],
+            },
+            "aggregation": {"method": "synthesize", "aggregator": synthesizer} if synthesizer else {},
             "residency": {"max_resident_experts": args.budget, "load_window_s": 0.0},
         }
     )
+    rng = random.Random(args.seed)
     assignments = mixed_assignments(args.requests, experts, args.seed)
     requests = [
         {"model": e, "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4}
         for i, e in enumerate(assignments)
     ]
+    pairs = [rng.sample(range(len(experts) - (1 if synthesizer else 0)), 2) for _ in range(args.top_k2)]
+    requests += [
+        {
+            "model": "coe",
+            "messages": [{"role": "user", "content": f"q{i} k{a} k{b}"}],
+            "max_tokens": 4,
+            "routing": {"top_k": 2},
+        }
+        for i, (a, b) in enumerate(pairs)
+    ]
+    rng.shuffle(requests)
+    needed = set(assignments) | {experts[a] for pair in pairs for a in pair} | ({synthesizer} if pairs else set())
+    needed.discard(None)
     results: dict[str, Any] = {}
     for mode in ("grouped", "naive"):
         backends = {
             e: OffloadableFakeExpert(e, loaded=i < args.budget, load_delay_s=args.load_s) for i, e in enumerate(experts)
         }
-        service = RouterService(config, backends, {"fixed": FixedStrategy(expert=experts[0])})
+        service = RouterService(config, backends, build_strategies(config))
         started = time.perf_counter()
         if mode == "grouped":
-            await service.batch(requests)
+            batch = await service.batch(requests)
+            errors = sum(r["status"] != 200 for r in batch["results"])
         else:
-            from router_service.api.schema import ChatCompletionRequest
-
+            errors = 0
             for r in requests:
-                await service.chat(ChatCompletionRequest.model_validate(r))
-        results[mode] = {"loads": service.residency.stats.loads, "seconds": round(time.perf_counter() - started, 3)}
-    results["minimum_loads"] = len(set(assignments) - set(experts[: args.budget]))
+                try:
+                    await service.chat(ChatCompletionRequest.model_validate(r))
+                except Exception:
+                    errors += 1
+        results[mode] = {
+            "loads": service.residency.stats.loads,
+            "seconds": round(time.perf_counter() - started, 3),
+            "errors": errors,
+        }
+    results["items"] = {"one_expert": len(assignments), "top_k_2": len(pairs), "synthesizer": synthesizer}
+    results["minimum_loads"] = len(needed - set(experts[: args.budget]))
     results["lru_arrival_loads_model"] = count_loads(assignments, experts[: args.budget], args.budget)
     return results
 
@@ -111,6 +143,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=2)
     parser.add_argument("--load-s", type=float, default=0.2, help="simulated load time (fake mode)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top-k2", type=int, default=0, help="fake mode: also this many items with top_k=2")
+    parser.add_argument("--synthesize", action="store_true", help="fake mode: top_k items merged by a synthesizer")
     parser.add_argument("--endpoint", help="measure a running deployment instead of fakes")
     args = parser.parse_args()
     results = endpoint_mode(args) if args.endpoint else asyncio.run(fake_mode(args))

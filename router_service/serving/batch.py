@@ -1,8 +1,9 @@
-"""Batches: group by assigned expert and order the groups so each expert is loaded at most once.
+"""Batches: run expert by expert, so that each expert is loaded at most once per batch.
 
-Resident experts go first (no load, and they are then free to be evicted); the rest follow, each
-loaded once for its whole group. With budget R and E needed experts, the loads are the number of
-needed experts that were not resident: the minimum any order can achieve.
+Every call an item needs is assigned to its expert: its one answer, or, for an aggregated item, one
+call per candidate and the synthesizer's. Resident experts go first (no load, and they are then free
+to be evicted); the rest follow, each loaded once for all its calls; the synthesizer goes last. The
+loads are then the needed experts that were not resident: the minimum any order can achieve.
 """
 
 from __future__ import annotations
@@ -17,27 +18,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from router_service.api.schema import ChatCompletionRequest
+from router_service.domain import ExpertReply
 from router_service.errors import CoEError, InvalidRequestError, to_error_response
+from router_service.serving.fanout import FanoutResult, dropped_entry
 from router_service.serving.planning import Plan
 from router_service.serving.residency import ResidencyStats
 
 if TYPE_CHECKING:
     from router_service.serving.service import ChatOutcome
-
-
-def group_by_expert(assignments: Sequence[str | None]) -> OrderedDict[str, list[int]]:
-    """expert id → indices of the batch items assigned to it (None = item failed before routing)."""
-    groups: OrderedDict[str, list[int]] = OrderedDict()
-    for index, expert_id in enumerate(assignments):
-        if expert_id is not None:
-            groups.setdefault(expert_id, []).append(index)
-    return groups
-
-
-def order_groups(groups: OrderedDict[str, list[int]], resident: Iterable[str]) -> list[tuple[str, list[int]]]:
-    resident_set = set(resident)
-    ranked = sorted(groups.items(), key=lambda kv: (kv[0] not in resident_set, -len(kv[1]), kv[0]))
-    return ranked
 
 
 def count_loads(order: Sequence[str], resident: Iterable[str], budget: int) -> int:
@@ -74,13 +62,34 @@ def error_item(index: int, exc: BaseException) -> dict[str, Any]:
     return {"index": index, "status": status, "experts": [], "error": body.error.model_dump()}
 
 
-async def run_batch(
-    items: Sequence[BatchItem],
-    plan: Callable[[ChatCompletionRequest], Awaitable[Plan]],
-    execute: Execute,
-    resident: Callable[[], list[str]],
-) -> dict[str, Any]:
-    """Route every item, group by assigned expert, run the groups in load-minimising order.
+@dataclass(frozen=True)
+class BatchSteps:
+    """What a batch needs from the service: plan an item, run a one-expert item (with its fallbacks),
+    call one candidate of an aggregated item, and merge an aggregated item's replies."""
+
+    plan: Callable[[ChatCompletionRequest], Awaitable[Plan]]
+    execute: Execute
+    call: Callable[[str, Plan], Awaitable[ExpertReply]]
+    finish: Callable[[Plan, FanoutResult], Awaitable[ChatOutcome]]
+    resident: Callable[[], list[str]]
+    synthesizer: str | None = None  # the expert that writes aggregated answers, when it is one
+
+
+def expert_order(work: dict[str, int], resident: Iterable[str], last: str | None) -> list[str]:
+    """Resident experts first (no load, then free to be evicted), the rest by amount of work; `last`
+    (the synthesizer, which needs every candidate's reply first) at the end."""
+    resident_set = set(resident)
+    order = sorted((e for e in work if e != last), key=lambda e: (e not in resident_set, -work[e], e))
+    return order + ([last] if last in work else [])
+
+
+async def run_batch(items: Sequence[BatchItem], steps: BatchSteps) -> dict[str, Any]:
+    """Route every item, then run the batch expert by expert, so each expert is loaded once.
+
+    An item answered by one expert runs in that expert's phase. An aggregated item (top_k > 1, or
+    aggregation on) has one call in the phase of each of its candidates, and is merged when they have
+    all run; a synthesizer's calls make up the last phase. The loads are then the needed experts that
+    were not resident: the minimum, whatever mix of items the batch holds.
 
     Results come back in input order; a bad item gets its own error. The stats are this batch's own:
     residency records the loads it started and its waits on `Plan.record`, not a diff of global counters.
@@ -88,7 +97,7 @@ async def run_batch(
     record = ResidencyStats()
     started = time.perf_counter()
     results: list[dict[str, Any] | None] = [None] * len(items)
-    plans: list[Plan | None] = [None] * len(items)
+    plans: dict[int, Plan] = {}
     for index, raw in enumerate(items):
         try:
             if isinstance(raw, RejectedItem):
@@ -96,33 +105,78 @@ async def run_batch(
             request = ChatCompletionRequest.model_validate(raw)
             if request.stream:
                 raise InvalidRequestError("streaming is not available inside a batch", param="stream")
-            planned = await plan(request)
+            planned = await steps.plan(request)
             planned.record = record
             plans[index] = planned
         except (ValidationError, CoEError) as exc:
             results[index] = error_item(index, exc)
 
-    def planned_at(index: int) -> Plan:
-        found = plans[index]
-        assert found is not None  # only planned items are grouped
-        return found
+    aggregated = {i for i, p in plans.items() if len(p.aggregate_over) > 1}
+    singles: dict[str, list[int]] = {}
+    candidates: dict[str, list[int]] = {}
+    for i, p in plans.items():
+        if i in aggregated:
+            for expert_id in p.aggregate_over:
+                candidates.setdefault(expert_id, []).append(i)
+        else:
+            singles.setdefault(p.candidates[0], []).append(i)
+    synthesizer = steps.synthesizer if aggregated else None
+    work = {e: len(singles.get(e, [])) + len(candidates.get(e, [])) for e in {*singles, *candidates}}
+    if synthesizer is not None:
+        work[synthesizer] = work.get(synthesizer, 0) + len(aggregated)
+    order = expert_order(work, steps.resident(), synthesizer)
 
-    groups = order_groups(group_by_expert([p.candidates[0] if p else None for p in plans]), resident())
-    for _, indices in groups:
-        outcomes = await asyncio.gather(*(execute(planned_at(i)) for i in indices), return_exceptions=True)
-        for i, outcome in zip(indices, outcomes):
-            if isinstance(outcome, BaseException):
-                results[i] = error_item(i, outcome)
-            else:
-                results[i] = {
-                    "index": i,
-                    "status": 200,
-                    "experts": outcome.experts,
-                    "response": outcome.response.model_dump(exclude_none=True),
-                }
+    def answered(i: int, outcome: ChatOutcome | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            results[i] = error_item(i, outcome)
+        else:
+            results[i] = {
+                "index": i,
+                "status": 200,
+                "experts": outcome.experts,
+                "response": outcome.response.model_dump(exclude_none=True),
+            }
+
+    replies: dict[int, dict[str, ExpertReply]] = {i: {} for i in aggregated}
+    dropped: dict[int, list[dict[str, str]]] = {i: [] for i in aggregated}
+
+    async def candidate_call(expert_id: str, i: int) -> None:
+        try:
+            replies[i][expert_id] = await steps.call(expert_id, plans[i])
+        except Exception as exc:
+            dropped[i].append(dropped_entry(expert_id, exc))
+
+    async def finish(i: int) -> None:
+        plan = plans[i]
+        fan = FanoutResult([replies[i][e] for e in plan.aggregate_over if e in replies[i]], dropped[i])
+        answered(i, await settle(steps.finish(plan, fan)))
+
+    for expert_id in order:
+        single = singles.get(expert_id, [])
+        single_outcomes, _ = await asyncio.gather(
+            asyncio.gather(*(settle(steps.execute(plans[i])) for i in single)),
+            asyncio.gather(*(candidate_call(expert_id, i) for i in candidates.get(expert_id, []))),
+        )
+        for i, outcome in zip(single, single_outcomes):
+            answered(i, outcome)
+        if expert_id == synthesizer:  # every candidate phase has run, this one included
+            await asyncio.gather(*(finish(i) for i in sorted(aggregated)))
+    if synthesizer is None:  # merging by vote calls no expert
+        await asyncio.gather(*(finish(i) for i in sorted(aggregated)))
     stats = {
         "requests": len(items),
-        "groups": [{"expert": e, "size": len(ix)} for e, ix in groups],
+        # One phase per expert, in the order they ran: the items it answered alone, its calls as a
+        # candidate of aggregated items, and, for the synthesizer, the answers it wrote.
+        "groups": [
+            {
+                "expert": e,
+                "size": work[e],
+                "answered": len(singles.get(e, [])),
+                "candidate_calls": len(candidates.get(e, [])),
+                "syntheses": len(aggregated) if e == synthesizer else 0,
+            }
+            for e in order
+        ],
         "loads": record.loads,
         "offloads": record.offloads,
         "switch_seconds": round(record.switch_seconds, 4),
@@ -131,3 +185,10 @@ async def run_batch(
         "seconds": round(time.perf_counter() - started, 4),
     }
     return {"object": "batch.result", "results": results, "stats": stats}
+
+
+async def settle(outcome: Awaitable[ChatOutcome]) -> ChatOutcome | BaseException:
+    try:
+        return await outcome
+    except Exception as exc:
+        return exc

@@ -55,7 +55,10 @@ class ExpertCaller:
         raise final_error(plan, last_error)
 
     async def gather(self, plan: Plan, deadline_s: float) -> FanoutResult:
-        result = await fan_out(plan.aggregate_over, lambda e: self.call(e, plan), deadline_s)
+        return self.settled(await fan_out(plan.aggregate_over, lambda e: self.call(e, plan), deadline_s))
+
+    def settled(self, result: FanoutResult) -> FanoutResult:
+        """Count the candidates that were dropped; fail when none answered."""
         for dropped in result.dropped:
             self.metrics.fallback(dropped["expert"], dropped["reason"])
         if not result.replies:

@@ -40,8 +40,13 @@ async def fan_out(
         exc = task.exception()
         if exc is None:
             replies.append(task.result())
-        elif isinstance(exc, CoEError):
-            dropped.append({"expert": expert_id, "reason": exc.code or exc.error_type, "message": exc.message})
         else:
-            dropped.append({"expert": expert_id, "reason": "error", "message": f"{type(exc).__name__}: {exc}"})
+            dropped.append(dropped_entry(expert_id, exc))
     return FanoutResult(replies, dropped)
+
+
+def dropped_entry(expert_id: str, exc: BaseException) -> dict[str, str]:
+    """How a candidate that failed is reported in `routing.dropped`."""
+    if isinstance(exc, CoEError):
+        return {"expert": expert_id, "reason": exc.code or exc.error_type, "message": exc.message}
+    return {"expert": expert_id, "reason": "error", "message": f"{type(exc).__name__}: {exc}"}

@@ -26,7 +26,7 @@ from router_service.routing.embedding import Embedder
 from router_service.routing.embedding_batcher import MicroBatchingEmbedder
 from router_service.routing.strategies.base import RoutingStrategy
 from router_service.serving.aggregation import AggregationResult, make_aggregator
-from router_service.serving.batch import BatchItem, run_batch
+from router_service.serving.batch import BatchItem, BatchSteps, run_batch
 from router_service.serving.caching import AnswerCache, Probe, collected_choices, replay
 from router_service.serving.calls import ExpertCaller
 from router_service.serving.fanout import FanoutResult
@@ -262,7 +262,16 @@ class RouterService:
             raise InvalidRequestError(
                 f"a batch holds at most {limit} requests, got {len(items)}", param="requests", code="batch_too_large"
             )
-        return await run_batch(items, self.planner.plan, self.execute, self.residency.resident_ids)
+        agg = self.config.aggregation
+        steps = BatchSteps(
+            plan=self.planner.plan,
+            execute=self.execute,
+            call=self.caller.call,
+            finish=self._finish_batch_aggregated,
+            resident=self.residency.resident_ids,
+            synthesizer=agg.aggregator if agg.method == "synthesize" else None,
+        )
+        return await run_batch(items, steps)
 
     # -- execution ----------------------------------------------------------------------------
     async def execute(self, plan: Plan) -> ChatOutcome:
@@ -302,7 +311,13 @@ class RouterService:
         )
 
     async def _execute_aggregated(self, plan: Plan) -> ChatOutcome:
-        fan = await self.caller.gather(plan, self.config.aggregation.deadline_s)
+        return await self._finish_aggregated(plan, await self.caller.gather(plan, self.config.aggregation.deadline_s))
+
+    async def _finish_batch_aggregated(self, plan: Plan, fan: FanoutResult) -> ChatOutcome:
+        """A batch called the candidates phase by phase; merge as the single-request path does."""
+        return await self._finish_aggregated(plan, self.caller.settled(fan))
+
+    async def _finish_aggregated(self, plan: Plan, fan: FanoutResult) -> ChatOutcome:
         scores = plan.decision.scores if plan.decision else {}
         result = await self.aggregator.aggregate(plan.expert_request, fan.replies, scores, self._claim(plan))
         answered = [r.expert_id for r in fan.replies] + result.extra_experts

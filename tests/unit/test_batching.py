@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -9,12 +10,13 @@ from hypothesis import strategies as st
 
 from router_service.domain import ExpertRequest, GenerationParams, Message
 from router_service.experts.fake import OffloadableFakeExpert
-from router_service.serving.batch import count_loads, group_by_expert, order_groups
+from router_service.routing.embedding import HashingEmbedder
+from router_service.serving.batch import count_loads, expert_order
 from router_service.serving.residency import ResidencyManager
 from router_service.serving.service import RouterService
 
 from .gates import Gate, GatedLoadExpert, eventually, until
-from .helpers import make_client, make_service
+from .helpers import config_dict, make_client, make_service
 
 pytestmark = pytest.mark.anyio
 EXPERTS = ["math", "text", "general"]
@@ -32,18 +34,19 @@ def anyio_backend():
 )
 def test_grouped_order_loads_each_needed_expert_at_most_once(assignments, resident):
     budget = 2
-    groups = order_groups(group_by_expert(assignments), resident)
-    grouped_sequence = [e for e, idx in groups for _ in idx]
+    work = Counter(assignments)
+    order = expert_order(work, resident, last=None)
+    grouped_sequence = [e for e in order for _ in range(work[e])]
     needed = set(assignments)
     loads = count_loads(grouped_sequence, resident, budget)
     assert loads == len(needed - set(resident[:budget]))  # the minimum possible
     assert loads <= count_loads(assignments, resident, budget)  # never worse than arrival order
-    assert sorted(i for _, idx in groups for i in idx) == list(range(len(assignments)))
+    assert sorted(order) == sorted(needed)
 
 
-def test_resident_groups_run_first():
-    groups = order_groups(group_by_expert(["x", "y", "x", "z"]), resident=["z"])
-    assert [e for e, _ in groups] == ["z", "x", "y"]
+def test_resident_experts_run_first_and_the_synthesizer_last():
+    work = {"x": 2, "y": 1, "z": 1, "s": 3}
+    assert expert_order(work, resident=["z", "s"], last="s") == ["z", "x", "y", "s"]
 
 
 def offloadable_service(budget, resident=("general",), load_delay_s=0.01):
@@ -184,3 +187,61 @@ async def test_budget_is_never_exceeded():
 
     await asyncio.gather(*(call(e) for e in EXPERTS * 4))
     assert manager.stats.loads >= 3
+
+
+def aggregating_service(budget: int, resident: tuple[str, ...], **aggregation):
+    from router_service.config.service import parse_service_config
+    from router_service.serving.assembly import build_service
+
+    args = config_dict()
+    if aggregation:
+        args["aggregation"] = aggregation
+    config = parse_service_config(args)
+    backends = {e: OffloadableFakeExpert(e, loaded=e in resident, load_delay_s=0.01) for e in EXPERTS}
+    residency = ResidencyManager(backends, budget, load_window_s=0.0, initially_resident=list(resident))
+    service = build_service(config, backends, embedder_factory=lambda name: HashingEmbedder())
+    return RouterService(service.config, backends, service.strategies, residency=residency), backends
+
+
+def needed_experts(body: dict, synthesizer: str | None = None) -> set[str]:
+    needed = set()
+    for item in body["results"]:
+        needed |= set(item["response"]["routing"]["chosen"])
+    return needed | ({synthesizer} if synthesizer else set())
+
+
+async def test_top_k_items_in_a_batch_load_each_needed_expert_once():
+    """#15 defect 2: grouping by the first candidate alone loaded 5 times where 2 suffice."""
+    service, backends = aggregating_service(budget=1, resident=("general",))
+    items = [chat(p, routing={"top_k": 2}) for p in ("sum 1", "reverse a", "sum 2", "reverse b")]
+    async with make_client(service) as c:
+        body = (await c.post("/v1/batch", json={"requests": items})).json()
+    assert [r["status"] for r in body["results"]] == [200] * 4
+    needed = needed_experts(body)
+    stats = body["stats"]
+    assert stats["loads"] == len(needed - {"general"}) == sum(b.loads for b in backends.values())
+    assert len(stats["load_order"]) == len(set(stats["load_order"]))  # nobody loaded twice
+    assert {g["expert"] for g in stats["groups"]} == needed  # the groups name every expert that ran
+    assert sum(g["candidate_calls"] for g in stats["groups"]) == 8
+
+
+async def test_synthesized_items_load_the_synthesizer_once_after_every_candidate():
+    service, backends = aggregating_service(
+        budget=1, resident=("math",), enabled=True, method="synthesize", aggregator="general", max_experts=2
+    )
+    items = [chat(p) for p in ("sum 1", "reverse a", "sum 2", "reverse b")]
+    async with make_client(service) as c:
+        body = (await c.post("/v1/batch", json={"requests": items})).json()
+    assert [r["status"] for r in body["results"]] == [200] * 4
+    assert all(r["response"]["choices"][0]["message"]["content"].startswith("[general]") for r in body["results"])
+    needed = needed_experts(body, synthesizer="general")
+    stats = body["stats"]
+    assert stats["loads"] == len(needed - {"math"}) == sum(b.loads for b in backends.values())
+    assert stats["load_order"][-1] == "general" and stats["load_order"].count("general") == 1
+    assert stats["groups"][-1] == {
+        "expert": "general",
+        "size": stats["groups"][-1]["size"],
+        "answered": 0,
+        "candidate_calls": stats["groups"][-1]["candidate_calls"],
+        "syntheses": 4,
+    }
