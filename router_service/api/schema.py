@@ -64,8 +64,6 @@ class RoutingOptions(BaseModel):
     strategy: str | None = Field(default=None, min_length=1, max_length=64)
     cost_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=1, le=16)
-    # A chosen expert with no running replica: wait for it, or go to a warm one (router.cold_start).
-    cold_start: Literal["wait", "fallback"] | None = None
 
 
 class StreamOptions(BaseModel):

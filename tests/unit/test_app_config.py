@@ -168,13 +168,3 @@ def test_one_list_of_the_settings_that_name_experts():
         field = next(f for f in fields if f.split(".")[1].startswith(key))
         message = _message(parse_service_config, one)
         assert field in message and "'ghost' is not a configured expert" in message
-
-
-def test_an_expert_autoscaling_config_is_checked_by_serve_and_unknown_keys_are_named():
-    from deployments.app import validate_autoscaling
-
-    validate_autoscaling("experts[1].", {"min_replicas": 0, "max_replicas": 2, "initial_replicas": 0})
-    with pytest.raises(ConfigError, match=r"experts\[1\].autoscaling_config.min_replica: not a Serve"):
-        validate_autoscaling("experts[1].", {"min_replica": 0})
-    with pytest.raises(ConfigError, match=r"experts\[1\].autoscaling_config: max_replicas \(1\) must be"):
-        validate_autoscaling("experts[1].", {"min_replicas": 2, "max_replicas": 1})
