@@ -37,7 +37,9 @@ from bench_machine import describe  # bench/ is on sys.path when a script runs
 
 
 def load_prompts(path: str) -> list[str]:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    from router_service.data.loaders import read_jsonl
+
+    rows = [row for _, row in read_jsonl(path)]
     return [r.get("prompt") or r["messages"][-1]["content"] for r in rows]
 
 

@@ -233,7 +233,7 @@ class RouterService:
             return await self._stream_aggregated(plan, probe)
         expert_id, first, held = await open_stream(self.caller, plan)
         routing = shaping.routing_info(plan.decision, [expert_id], cache="miss" if probe else None)
-        usage = StreamUsage()
+        usage = StreamUsage(keep_text=probe is not None)
         usage.see(first)
 
         def ended(status: int) -> None:
@@ -358,7 +358,7 @@ class RouterService:
         if probe is not None:
             routing["cache"] = "miss"
         # The candidates' tokens are known now; the streamed source's own are counted as they arrive.
-        usage = StreamUsage()
+        usage = StreamUsage(keep_text=probe is not None)
         fixed = [(r.expert_id, r.prompt_tokens, r.completion_tokens) for r in fan.replies]
         usage.see(first)
 

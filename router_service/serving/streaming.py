@@ -29,6 +29,7 @@ class StreamUsage:
     completion_tokens: int = 0
     cost: float | None = None
     ended: bool = False
+    keep_text: bool = False  # only the semantic cache needs what was said
     texts: dict[int, list[str]] = field(default_factory=dict)
     finish: dict[int, str | None] = field(default_factory=dict)
 
@@ -36,7 +37,7 @@ class StreamUsage:
         if delta is not None:
             self.prompt_tokens = max(self.prompt_tokens, delta.prompt_tokens)
             self.completion_tokens = max(self.completion_tokens, delta.completion_tokens)
-            if delta.text:
+            if delta.text and self.keep_text:
                 self.texts.setdefault(delta.index, []).append(delta.text)
             if delta.finish_reason:
                 self.finish[delta.index] = delta.finish_reason
