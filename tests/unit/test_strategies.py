@@ -258,7 +258,7 @@ def test_mlp_head_is_chosen_by_cv_and_routes_by_quality_then_cost():
 
 
 # -- shared contracts -----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["best_single", "category", "skill", "cost_aware", "mlp"])
+@pytest.mark.parametrize("name", ["best_single", "category", "skill", "cost_aware", "mlp", "mf", "stack"])
 def test_unknown_added_expert_is_never_chosen(name):
     strategy = fitted(name)
     experts = make_experts() + [ExpertCard(id="newcomer", input_cost_per_mtok=0.0, generalist=True)]

@@ -32,6 +32,8 @@ _REGISTRY: dict[str, str] = {
     "skill": "router_service.routing.strategies.skill:SkillStrategy",
     "cost_aware": "router_service.routing.strategies.cost_aware:CostAwareStrategy",
     "mlp": "router_service.routing.strategies.mlp:MLPStrategy",
+    "mf": "router_service.routing.strategies.mf:MatrixFactorisationStrategy",
+    "stack": "router_service.routing.strategies.stacking:StackingStrategy",
 }
 
 

@@ -9,7 +9,8 @@ Estimators, both on the L2-normalised prompt embedding, one set per target (qual
 * "knn": mean target of the k most cosine-similar training prompts (missing cells skipped);
 * "linear": ridge regression;
 * "auto" (default): 5-fold CV on the training table picks k ∈ k_grid for kNN and α ∈ alpha_grid for
-  ridge, then whichever of the two has the lower CV mean squared error.
+  ridge, then whichever of the two has the lower CV mean squared error. "knn" and "linear" search only
+  their own grid. With no search (cv < 2), kNN takes the middle of k_grid and ridge the first α.
 
 Cost normalisation: `cost_scale_` = the largest per-model mean training cost, so the most expensive
 model costs ≈1 on a typical prompt and λ means the same trade-off on any table whatever its currency.
@@ -147,7 +148,7 @@ class CostAwareStrategy(RoutingStrategy):
         knn_err, ridge_err = {}, {}
         if self.estimator in ("auto", "knn") and folds and len(k_grid) > 1:
             knn_err = _knn_cv_errors(x, t, folds, k_grid)
-        if self.estimator == "auto" and folds:
+        if self.estimator in ("auto", "linear") and folds:
             ridge_err = _ridge_cv_errors(x, t, folds, self.alpha_grid)
         k_best = min(knn_err, key=knn_err.__getitem__) if knn_err else k_grid[len(k_grid) // 2]
         use_linear = self.estimator == "linear" or (
@@ -156,7 +157,7 @@ class CostAwareStrategy(RoutingStrategy):
         if use_linear:
             from sklearn.linear_model import Ridge
 
-            alpha = min(ridge_err, key=ridge_err.__getitem__) if ridge_err else 1.0
+            alpha = min(ridge_err, key=ridge_err.__getitem__) if ridge_err else self.alpha_grid[0]
             ridge = Ridge(alpha=alpha).fit(x, t.filled)
             return {
                 "kind": "linear",
@@ -193,7 +194,7 @@ class CostAwareStrategy(RoutingStrategy):
             from sklearn.model_selection import KFold
 
             folds = list(KFold(self.cv, shuffle=True, random_state=self.seed).split(x))
-        self.quality_model_ = self._fit_quality(x, table.scores, folds)
+        self.quality_model_ = self._fit_table_quality(table, x, folds)
         self.cost_model_ = None
         self.cost_scale_ = 1.0
         if table.costs is not None:
@@ -212,6 +213,11 @@ class CostAwareStrategy(RoutingStrategy):
         self.models_ = list(table.models)
         return self
 
+    def _fit_table_quality(self, table: RoutingTable, x: np.ndarray, folds: list) -> dict[str, Any]:
+        """The quality head from the whole table; a learner that needs more than the scores (`stack`:
+        the prompts, the categories) overrides this, the others override `_fit_quality`."""
+        return self._fit_quality(x, table.scores, folds)
+
     # -- prediction ---------------------------------------------------------------------------
     def _predict(self, model: dict[str, Any], e: np.ndarray, neighbours) -> np.ndarray:
         if model["kind"] == "linear":
@@ -220,6 +226,10 @@ class CostAwareStrategy(RoutingStrategy):
         idx = top_of(neighbours, model["k"])
         seen = model["mask"][idx].sum(axis=0)
         return np.where(seen > 0, model["sum"][idx].sum(axis=0) / np.maximum(seen, 1), model["col_mean"])
+
+    def _predict_quality(self, query: Query, e: np.ndarray, neighbours) -> np.ndarray:
+        """Quality per fitted model for one prompt (`e`: its L2-normalised embedding)."""
+        return self._predict(self.quality_model_, e, neighbours)
 
     def predict(self, query: Query, experts: Sequence[ExpertCard]) -> tuple[np.ndarray, np.ndarray]:
         """(quality, normalised cost) per fitted model, in `models_` order."""
@@ -231,7 +241,7 @@ class CostAwareStrategy(RoutingStrategy):
         if self.knn_index_ is not None:
             ks = [m["k"] for m in (self.quality_model_, self.cost_model_) if m is not None and m["kind"] == "knn"]
             neighbours = self.knn_index_.search(e, max(ks))
-        quality = np.clip(self._predict(self.quality_model_, e, neighbours), 0.0, 1.0)
+        quality = np.clip(self._predict_quality(query, e, neighbours), 0.0, 1.0)
         if self.cost_model_ is not None:
             cost = np.maximum(self._predict(self.cost_model_, e, neighbours), 0.0)
         else:
