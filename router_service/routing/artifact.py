@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from router_service.errors import ConfigError
+from router_service.routing.embedding import embedder_fingerprint
 from router_service.routing.strategies.base import RoutingStrategy
 
 ARTIFACT_FORMAT = "coe-router-artifact"
@@ -65,6 +66,7 @@ def save_artifact(
         "class": f"{type(strategy).__module__}:{type(strategy).__qualname__}",
         "fitted_experts": list(strategy.fitted_experts) if strategy.fitted_experts is not None else None,
         "embedder": name if strategy.needs_embedding else None,
+        "embedder_sha256": embedder_fingerprint(name) if strategy.needs_embedding and name else None,
         "params": {k: v for k, v in strategy.get_params().items() if _plain(v)},
         "versions": _versions(),
         "metadata": dict(metadata or {}),
@@ -154,6 +156,13 @@ def load_artifact(path: str | os.PathLike, embedder: Any = None, *, strategy: st
             raise ConfigError(
                 f"router artifact '{path}' was fitted with embedder '{recorded}', not "
                 f"'{getattr(embedder, 'name', None)}'",
+                code="artifact_embedder",
+            )
+        wanted = payload.get("embedder_sha256")
+        if wanted is not None and recorded is not None and embedder_fingerprint(recorded) != wanted:
+            raise ConfigError(
+                f"router artifact '{path}' was fitted with the router encoder at '{recorded}' whose weights had "
+                f"SHA-256 {wanted[:16]}…; that folder now holds other weights (retrained?): refit the artifact",
                 code="artifact_embedder",
             )
         state.set_embedder(embedder)

@@ -9,11 +9,31 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+# Written by `python -m zoo.router_encoder` into the folder of a router-trained encoder.
+ROUTER_ENCODER_RECORD = "router-encoder.json"
+ENCODER_WEIGHTS = "model.safetensors"
+
+
+def embedder_fingerprint(name: str) -> str | None:
+    """SHA-256 of the weights when `name` is a local router-trained encoder folder, else None.
+
+    Such a folder can be retrained in place under the same name; the hash is what tells the two apart,
+    for the embedding cache and for an artifact fitted in the old encoder's vector space."""
+    folder = Path(name)
+    weights = folder / ENCODER_WEIGHTS
+    if not (folder / ROUTER_ENCODER_RECORD).is_file() or not weights.is_file():
+        return None
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -38,7 +58,8 @@ class SentenceTransformerEmbedder:
         self, name: str = DEFAULT_EMBEDDER, path: str | None = None, batch_size: int = 64, device: str = "cpu"
     ) -> None:
         self.name = name
-        self.cache_key = name
+        fingerprint = None if path else embedder_fingerprint(name)
+        self.cache_key = f"{name}@{fingerprint[:16]}" if fingerprint else name
         self.path = path
         self.batch_size = batch_size
         self.device = device
