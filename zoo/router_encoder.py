@@ -112,13 +112,15 @@ def train_router_encoder(
         ]
     )
     model.train()
+    # sentence-transformers ≥ 5 renamed tokenize() to preprocess(); the project allows ≥ 3.
+    to_features = getattr(model, "preprocess", None) or model.tokenize
     rng = np.random.default_rng(seed)
     steps = 0
     for _ in range(epochs):
         order = train[rng.permutation(len(train))]
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            features = model.tokenize([table.prompts[i] for i in rows])
+            features = to_features([table.prompts[i] for i in rows])
             emb = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
             sims = emb @ torch.nn.functional.normalize(experts, dim=-1).T / temperature
             y = scores[rows]
