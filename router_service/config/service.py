@@ -98,7 +98,8 @@ STRATEGY_SETTINGS = ("default_expert", "cost_weight", "confidence_threshold", "t
 
 class RouterConfig(_Strict):
     strategy: str = Field(
-        default="keyword", description="category, skill, cost_aware (need `artifact`), keyword, fixed, random."
+        default="keyword",
+        description="category, skill, cost_aware, mlp, mf, stack (need `artifact`), keyword, fixed, random.",
     )
     artifact: str | None = Field(
         default=None, description="Fitted router file from `python -m router_service.cli.fit`."

@@ -22,7 +22,7 @@ def anyio_backend():
 
 
 def service_with(artifact, experts=("math", "text", "general"), **router):
-    args = config_dict(strategy="category", artifact=str(artifact), **router)
+    args = config_dict(**{"strategy": "category", **router, "artifact": str(artifact)})
     args["experts"] = [e for e in args["experts"] if e["id"] in experts]
     if "general" not in experts:
         args["router"]["default_expert"] = None
@@ -191,3 +191,17 @@ async def test_bug1_served_default_lambda_is_the_fitted_cost_weight(tmp_path):
         ).json()
     assert default["routing"]["details"]["lambda"] == 0.2
     assert asked["routing"]["details"]["lambda"] == 0.9
+
+
+@pytest.mark.parametrize("strategy", ["stack", "mf"])
+async def test_stack_and_mf_artifacts_are_served_through_the_api(tmp_path, strategy):
+    """A saved stack holds fitted base strategies; loading it must give every base the router's embedder
+    and route over HTTP like the strategy it was fitted as."""
+    artifact = fitted_artifact(tmp_path / f"{strategy}.joblib", strategy=strategy)
+    service = service_with(artifact, strategy=strategy)
+    async with make_client(service) as c:
+        math = (await c.post("/v1/chat/completions", json=ask("what is 12 plus 30 sum the numbers"))).json()
+        word = (await c.post("/v1/chat/completions", json=ask("reverse the word tomato and spell it backwards"))).json()
+    assert math["routing"]["experts"] == ["math"] and word["routing"]["experts"] == ["text"]
+    assert math["routing"]["strategy"] == strategy
+    assert set(math["routing"]["details"]["quality"]) == {"math", "text", "general"}
