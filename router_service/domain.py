@@ -27,6 +27,9 @@ class Query:
     cost_weight: float | None = None
     top_k: int | None = None
     embedding: Any = None
+    # Skill keywords named by the router's served LLM annotator (`router.skill_annotator`); None → the
+    # skill strategy's own annotator. Like `embedding`, they come from this prompt alone.
+    skills: tuple[str, ...] | None = None
 
     @staticmethod
     def from_messages(messages: Sequence[Message], **options: Any) -> Query:

@@ -64,6 +64,8 @@ class RoutingOptions(BaseModel):
     strategy: str | None = Field(default=None, min_length=1, max_length=64)
     cost_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=1, le=16)
+    # skill strategy: who names the prompt's skills; "llm" needs `router.skill_annotator` (else 400).
+    annotator: Literal["llm", "embedding"] | None = None
 
 
 class StreamOptions(BaseModel):

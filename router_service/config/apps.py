@@ -120,6 +120,8 @@ def compose_service_config(
         }
     if "rules" in router:
         router["rules"] = [r for i, r in enumerate(router["rules"]) if f"router.rules[{i}].expert" not in dangling]
+    if "router.skill_annotator.expert" in dangling:
+        router["skill_annotator"] = None  # the embedding annotator runs; /health reports the setting
     if "aggregation.aggregator" in dangling:
         aggregation["aggregator"] = None
         if aggregation.get("method") == "synthesize":

@@ -96,6 +96,22 @@ class KeywordRule(_Strict):
 STRATEGY_SETTINGS = ("default_expert", "cost_weight", "confidence_threshold", "top_k", "category_map")
 
 
+class SkillAnnotatorConfig(_Strict):
+    """Symbolic-MoE as the paper runs it: a served LLM names each prompt's skills for the `skill` strategy."""
+
+    expert: str = Field(
+        min_length=1, description="Expert asked for the skills (any configured one, e.g. the generalist)."
+    )
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="Deadline for one annotation, a residency wait included; past it (or on any error, or a "
+        "reply with no keywords) the embedding annotator runs and `routing.details.annotator_fallback` says why.",
+    )
+    max_tokens: int = Field(default=24, ge=1, le=256, description="Tokens the annotator may write.")
+    cache_size: int = Field(default=10_000, ge=0, description="Prompts whose skills are remembered (LRU); 0: none.")
+
+
 class RouterConfig(_Strict):
     strategy: str = Field(
         default="keyword",
@@ -143,6 +159,11 @@ class RouterConfig(_Strict):
     )
     micro_batch_max: int = Field(default=64, ge=1, description="Largest shared embedding call.")
     embedding_cache_size: int = Field(default=4096, ge=0, description="Cached prompt embeddings; 0 turns it off.")
+    skill_annotator: SkillAnnotatorConfig | None = Field(
+        default=None,
+        description="skill: ask a served expert for each prompt's skills (cached, under a deadline) instead of "
+        "the embedding annotator; `routing.details.annotator` says which ran.",
+    )
 
     def strategy_settings(self, *, written_only: bool = True) -> dict[str, Any]:
         """Strategy parameters this config sets: the STRATEGY_SETTINGS, then `params` (which win).
@@ -283,6 +304,8 @@ def expert_references(router: RouterConfig, aggregation: AggregationConfig) -> d
         refs[f"router.rules[{index}].expert"] = rule.expert
     if aggregation.aggregator is not None:
         refs["aggregation.aggregator"] = aggregation.aggregator
+    if router.skill_annotator is not None:
+        refs["router.skill_annotator.expert"] = router.skill_annotator.expert
     return refs
 
 

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from router_service.api.schema import ChatCompletionRequest, new_completion_id
 from router_service.config.service import ROUTED_MODEL_NAME, ServerConfig, ServiceConfig
@@ -20,8 +21,12 @@ from router_service.errors import InvalidRequestError, ModelNotFoundError
 from router_service.routing.embedding import Embedder
 from router_service.routing.embedding_batcher import MicroBatchingEmbedder
 from router_service.routing.strategies.base import RoutingStrategy
+from router_service.routing.strategies.skill import SkillStrategy
 from router_service.serving.metrics import Metrics
 from router_service.serving.residency import ResidencyStats
+
+if TYPE_CHECKING:
+    from router_service.serving.skill_annotation import ServedSkillAnnotator
 
 log = logging.getLogger("coe.router")
 
@@ -121,6 +126,8 @@ class Planner:
         self.metrics = metrics
         self.top_k = default_top_k(config, len(cards))
         self._batchers: dict[int, MicroBatchingEmbedder] = {}
+        # `router.skill_annotator`: set by the service, which owns the backends and residency.
+        self.skill_annotator: ServedSkillAnnotator | None = None
 
     def model_ids(self) -> list[str]:
         return [ROUTED_MODEL_NAME, *(c.id for c in self.cards)]
@@ -184,7 +191,14 @@ class Planner:
         strategy = self.strategy_for(options.strategy if options else None)
         cost_weight = options.cost_weight if options and options.cost_weight is not None else None
         query = Query.from_messages(messages, strategy=strategy.name, cost_weight=cost_weight, top_k=top_k)
-        decision = await self._route(strategy, query)
+        annotator = options.annotator if options else None
+        if annotator == "llm" and self.skill_annotator is None:
+            raise InvalidRequestError(
+                "'routing.annotator' is 'llm' but no skill annotator is configured (router.skill_annotator)",
+                param="routing.annotator",
+                code="invalid_value",
+            )
+        decision = await self._route(strategy, query, use_llm_skills=annotator != "embedding")
         candidates = list(decision.expert_ids[:1])
         if router_cfg.allow_fallback:
             ranked = sorted(decision.scores, key=lambda i: -decision.scores[i])
@@ -193,13 +207,23 @@ class Planner:
                 candidates.append(router_cfg.default_expert)
         return Plan(request_id, request.model, decision, candidates, list(decision.expert_ids), expert_request)
 
-    async def _route(self, strategy: RoutingStrategy, query: Query) -> RoutingDecision:
+    async def _route(self, strategy: RoutingStrategy, query: Query, use_llm_skills: bool = True) -> RoutingDecision:
         started = time.perf_counter()
+        annotation: dict[str, Any] = {}
+        if use_llm_skills and self.skill_annotator is not None and isinstance(strategy, SkillStrategy):
+            skills, annotation = await self.skill_annotator.annotate(query.text)
+            if skills is not None:
+                query = dataclasses.replace(query, skills=skills)
         if strategy.needs_embedding and strategy.embedder is not None:
             # Shared, cached embedding of this prompt alone; scoring after it is sub-millisecond.
             embedding = await self.batcher_for(strategy.embedder).embed(query.text)
-            decision = strategy.route(dataclasses.replace(query, embedding=embedding), self.cards)
+            query = dataclasses.replace(query, embedding=embedding)
+            if query.skills is None:
+                decision = strategy.route(query, self.cards)
+            else:  # free-form LLM keywords may need embedding to find their profile skill: off the loop
+                decision = await asyncio.to_thread(strategy.route, query, self.cards)
         else:
             decision = await asyncio.to_thread(strategy.route, query, self.cards)
+        decision.details.update(annotation)
         self.metrics.routing_latency(strategy.name, time.perf_counter() - started)
         return decision

@@ -33,6 +33,7 @@ from router_service.serving.fanout import FanoutResult
 from router_service.serving.metrics import Metrics, NullMetrics, RequestSummary
 from router_service.serving.planning import Plan, Planner
 from router_service.serving.residency import ResidencyManager
+from router_service.serving.skill_annotation import ServedSkillAnnotator
 from router_service.serving.streaming import StreamOutcome, StreamUsage, chunks, next_or_none, open_stream
 
 log = logging.getLogger("coe.router")
@@ -96,6 +97,11 @@ class RouterService:
             wait_timeout_s=config.residency.wait_timeout_s,
         )
         self.planner = Planner(config, self.cards, self.backends, self.strategies, self.default_strategy, self.metrics)
+        annotator = config.router.skill_annotator
+        if annotator is not None:
+            self.planner.skill_annotator = ServedSkillAnnotator(
+                annotator, self.backends[annotator.expert], self.residency
+            )
         timeouts = {e.id: e.timeout_s for e in config.experts}
         self.caller = ExpertCaller(self.backends, timeouts, self.residency, self.metrics)
         agg = config.aggregation

@@ -72,15 +72,17 @@ def test_compose_keeps_the_experts_in_discovery_order_with_router_settings():
 
 
 def test_compose_drops_settings_that_name_an_undeployed_expert_and_reports_them():
-    args = _router_args(category_map={"algebra": "math", "poems": "poetry"})
+    args = _router_args(category_map={"algebra": "math", "poems": "poetry"}, skill_annotator={"expert": "general"})
     args["aggregation"] = {"method": "synthesize", "aggregator": "general"}
     config, unresolved = compose_service_config(parse_router_app_config(args), _experts("math", "text"))
     assert unresolved == {
         "router.default_expert": "general",
         "router.category_map.poems": "poetry",
+        "router.skill_annotator.expert": "general",
         "aggregation.aggregator": "general",
     }
     assert config.router.default_expert is None
+    assert config.router.skill_annotator is None  # the embedding annotator runs until it is deployed
     assert config.router.category_map == {"algebra": "math"}
     assert config.aggregation.method == "vote" and config.aggregation.aggregator is None
 
@@ -154,11 +156,18 @@ def test_one_list_of_the_settings_that_name_experts():
         "default_expert": "ghost",
         "category_map": {"c": "ghost"},
         "rules": [{"expert": "ghost", "keywords": ["x"]}],
+        "skill_annotator": {"expert": "ghost"},
     }
     args = _router_args(**ghost)
     args["aggregation"] = {"method": "synthesize", "aggregator": "ghost"}
     app = parse_router_app_config(args)
-    fields = {"router.default_expert", "router.category_map.c", "router.rules[0].expert", "aggregation.aggregator"}
+    fields = {
+        "router.default_expert",
+        "router.category_map.c",
+        "router.rules[0].expert",
+        "router.skill_annotator.expert",
+        "aggregation.aggregator",
+    }
     assert set(expert_references(app.router, app.aggregation)) == fields
     assert set(dangling_references(app, ["math", "text", "general"])) == fields
     for key, value in [*ghost.items(), ("aggregator", "ghost")]:

@@ -33,7 +33,7 @@ import abc
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -149,7 +149,7 @@ SKILLS: tuple[str, ...] = (
     "sentence completion",
 )
 
-_PROMPT = (
+SKILL_PROMPT = (
     "List the 2 to 5 skills or knowledge areas (short keywords, e.g. 'algebra', 'python programming', "
     "'world history') needed to answer the following question. Reply with the keywords only, comma "
     "separated.\n\nQuestion:\n{question}\n\nSkills:"
@@ -164,6 +164,8 @@ def _hash_uniform(seed: int, text: str, model: str) -> float:
 class SkillAnnotator(abc.ABC):
     """Gives a prompt its skill keywords. `fit` sees the embedder once, before any `annotate`."""
 
+    kind: ClassVar[str] = "custom"  # what `routing.details.annotator` reports
+
     def fit(self, embedder: Embedder) -> SkillAnnotator:
         return self
 
@@ -174,6 +176,8 @@ class SkillAnnotator(abc.ABC):
 
 class EmbeddingSkillAnnotator(SkillAnnotator):
     """Nearest skills of a vocabulary to the prompt embedding (cosine ≥ min_similarity, 2–5 of them)."""
+
+    kind = "embedding"
 
     def __init__(
         self, vocabulary: Sequence[str] = SKILLS, min_similarity: float = 0.3, min_skills: int = 2, max_skills: int = 5
@@ -201,15 +205,18 @@ class LLMSkillAnnotator(SkillAnnotator):
     """Asks an LLM for the keywords. `complete(prompt) -> str` is any completion callable.
 
     The callable is not saved in artifacts (it is usually a live client): after loading, pass a new one
-    with `set_complete`.
+    with `set_complete`. Served, the router asks an expert itself (`router.skill_annotator`,
+    `serving.skill_annotation`) and hands the keywords over in `Query.skills`.
     """
+
+    kind = "llm"
 
     def __init__(
         self,
         complete: Callable[[str], str] | None = None,
         min_skills: int = 2,
         max_skills: int = 5,
-        prompt: str = _PROMPT,
+        prompt: str = SKILL_PROMPT,
     ) -> None:
         self.complete = complete
         self.min_skills = min_skills
@@ -339,7 +346,10 @@ class SkillStrategy(RoutingStrategy):
         self.check_fitted()
         if query.embedding is None:
             query = self.with_embeddings([query])[0]
-        skills = self.annotator_.annotate(query.text, np.asarray(query.embedding))
+        if query.skills is not None:
+            skills, annotator = list(query.skills), "llm"
+        else:
+            skills, annotator = self.annotator_.annotate(query.text, np.asarray(query.embedding)), self.annotator_.kind
         if not self.keywords_:
             score = self.strength_.copy()
             matched: list[str] = []
@@ -354,7 +364,7 @@ class SkillStrategy(RoutingStrategy):
             # Gumbel-top-k: sampling ∝ softmax(score / T), reproducible from (seed, prompt) alone.
             gumbel = np.array([-np.log(-np.log(_hash_uniform(self.seed, query.text, m))) for m in self.models_])
             score = score / self.temperature + gumbel
-        details: dict[str, Any] = {"skills": skills}
+        details: dict[str, Any] = {"skills": skills, "annotator": annotator}
         if matched != skills:
             details["profile_skills"] = matched
         return dict(zip(self.models_, score.tolist())), details
