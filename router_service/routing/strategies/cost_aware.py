@@ -25,7 +25,7 @@ training prompts the neighbours come from an inverted-file index (`routing.knn_i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +51,25 @@ class _Target:
         counts = self.mask.sum(axis=0)
         self.col_mean = np.where(counts > 0, np.nansum(y, axis=0) / np.maximum(counts, 1), 0.0)
         self.filled = np.where(self.mask > 0, y, self.col_mean)
+
+
+def grid_cv_errors(
+    t: _Target,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    grid: Sequence[Any],
+    fit_predict: Callable[[Any, np.ndarray, np.ndarray], np.ndarray],
+) -> dict[Any, float]:
+    """CV mean squared error over the observed cells, per grid point. `fit_predict(point, train, val)`
+    fits on the training rows with that point and returns its predictions for the validation rows."""
+    errors: dict[Any, float] = {}
+    for point in grid:
+        squared, seen_total = 0.0, 0.0
+        for train, val in folds:
+            seen = t.mask[val]
+            squared += float((((fit_predict(point, train, val) - t.filled[val]) ** 2) * seen).sum())
+            seen_total += float(seen.sum())
+        errors[point] = squared / max(seen_total, 1.0)
+    return errors
 
 
 def _knn_cv_errors(

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from router_service.routing.strategies.cost_aware import CostAwareStrategy, _Target
+from router_service.routing.strategies.cost_aware import CostAwareStrategy, _Target, grid_cv_errors
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -115,17 +115,13 @@ class MatrixFactorisationStrategy(CostAwareStrategy):
     def _fit_quality(self, x: np.ndarray, y: np.ndarray, folds: list) -> dict[str, Any]:
         t = _Target(y)
         grid = [(int(r), float(a)) for r in self.rank_grid for a in self.l2_grid]
-        errors: dict[tuple[int, float], float] = {}
+        errors: dict[Any, float] = {}
         if folds and len(grid) > 1:
-            for rank, l2 in grid:
-                squared, seen_total = 0.0, 0.0
-                for train, val in folds:
-                    sub = _Target(y[train])
-                    params = self._fit_params(x[train], sub, rank, l2)
-                    seen = t.mask[val]
-                    squared += float((((predict_mf(params, x[val]) - t.filled[val]) ** 2) * seen).sum())
-                    seen_total += float(seen.sum())
-                errors[(rank, l2)] = squared / max(seen_total, 1.0)
+
+            def fit_predict(point: tuple[int, float], train: np.ndarray, val: np.ndarray) -> np.ndarray:
+                return predict_mf(self._fit_params(x[train], _Target(y[train]), *point), x[val])
+
+            errors = grid_cv_errors(t, folds, grid, fit_predict)
         rank, l2 = min(errors, key=errors.__getitem__) if errors else grid[0]
         params = self._fit_params(x, t, rank, l2)
         return {"kind": "mf", **params, "rank": rank, "l2": l2, "cv_mse": errors.get((rank, l2))}

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from router_service.routing.strategies.cost_aware import CostAwareStrategy, _Target
+from router_service.routing.strategies.cost_aware import CostAwareStrategy, _Target, grid_cv_errors
 
 
 def _mlp(hidden: Sequence[int], alpha: float, seed: int, max_iter: int) -> Any:
@@ -70,16 +70,14 @@ class MLPStrategy(CostAwareStrategy):
     def _fit_quality(self, x: np.ndarray, y: np.ndarray, folds: list) -> dict[str, Any]:
         t = _Target(y)
         grid = [(tuple(h), float(a)) for h in self.hidden_grid for a in self.mlp_alpha_grid]
-        errors: dict[tuple[tuple[int, ...], float], float] = {}
+        errors: dict[Any, float] = {}
         if folds and len(grid) > 1:
-            for hidden, alpha in grid:
-                squared, seen_total = 0.0, 0.0
-                for train, val in folds:
-                    head = _mlp(hidden, alpha, self.seed, self.max_iter).fit(x[train], t.filled[train])
-                    seen = t.mask[val]
-                    squared += float((((head.predict(x[val]) - t.filled[val]) ** 2) * seen).sum())
-                    seen_total += float(seen.sum())
-                errors[(hidden, alpha)] = squared / max(seen_total, 1.0)
+
+            def fit_predict(point: tuple[tuple[int, ...], float], train: np.ndarray, val: np.ndarray) -> np.ndarray:
+                head = _mlp(point[0], point[1], self.seed, self.max_iter).fit(x[train], t.filled[train])
+                return head.predict(x[val])
+
+            errors = grid_cv_errors(t, folds, grid, fit_predict)
         hidden, alpha = min(errors, key=errors.__getitem__) if errors else grid[0]
         head = _mlp(hidden, alpha, self.seed, self.max_iter).fit(x, t.filled)
         return {
