@@ -13,6 +13,7 @@ from router_service.config.apps import RouterAppConfig, parse_expert_app_config,
 from router_service.config.gateway import GatewayConfig
 from router_service.config.service import (
     ExpertConfig,
+    ResidencyConfig,
     RouterConfig,
     RouterFitConfig,
     ServerConfig,
@@ -119,6 +120,8 @@ def _expert_actor_options(expert) -> dict[str, Any]:
     }
     if expert.resources.memory_gb:
         options["memory"] = int(expert.resources.memory_gb * 1024**3)
+    if expert.resources.custom:
+        options["resources"] = dict(expert.resources.custom)
     return options
 
 
@@ -138,6 +141,7 @@ def bind_router(
     rd,
     handles: dict[str, Any],
     discovery: dict[str, Any] | None = None,
+    residency=None,
 ):
     from deployments.router import RouterDeployment
 
@@ -150,7 +154,18 @@ def bind_router(
         ray_actor_options={"num_cpus": rd.num_cpus},
         # Only the settings written in the config: defaults must not override a loaded artifact's fitted values.
         user_config={"router": router.model_dump(mode="json", exclude_unset=True)},
-    ).bind(init_config, handles, discovery=discovery)
+    ).bind(init_config, handles, discovery=discovery, residency=residency)
+
+
+def bind_residency_coordinator(
+    settings: ResidencyConfig, handles: dict[str, Any], discovery: dict[str, Any] | None = None
+):
+    """The one owner of a memory budget, shared by every router replica (see its module)."""
+    from deployments.residency_coordinator import ResidencyCoordinator
+
+    return ResidencyCoordinator.options(name="residency").bind(  # type: ignore[attr-defined]
+        settings.model_dump(mode="json"), handles, discovery=discovery
+    )
 
 
 def build_application(
@@ -167,12 +182,13 @@ def build_application(
     budget = config.residency.max_resident_experts
     for index, expert in enumerate(config.experts):
         # Matches ResidencyManager's initial state: the first `budget` experts in config order start loaded.
-        start_loaded = budget is None or index < budget
+        start_loaded = expert.start_loaded and (budget is None or index < budget)
         handles[expert.id] = bind_expert(
             expert, expert_deployment, start_loaded, **(expert_extra_args or {}).get(expert.id, {})
         )
     init_config = config.model_dump(mode="json", exclude={"router"})
-    return bind_router(init_config, config.router, config.router_deployment, handles)
+    coordinator = bind_residency_coordinator(config.residency, handles) if budget is not None else None
+    return bind_router(init_config, config.router, config.router_deployment, handles, residency=coordinator)
 
 
 def build_app(args: dict[str, Any]):
@@ -253,9 +269,11 @@ def build_router_app(args: dict[str, Any]):
     app = prepare_router_app(args)
     log.info("CoE router app: strategy %s; experts are discovered", app.router.strategy)
     init_config = app.model_dump(mode="json", exclude={"router", "discovery"})
-    return bind_router(
-        init_config, app.router, app.router_deployment, {}, discovery=app.discovery.model_dump(mode="json")
-    )
+    discovery = app.discovery.model_dump(mode="json")
+    coordinator = None
+    if app.residency.max_resident_experts is not None:
+        coordinator = bind_residency_coordinator(app.residency, {}, discovery=discovery)
+    return bind_router(init_config, app.router, app.router_deployment, {}, discovery=discovery, residency=coordinator)
 
 
 def build_expert_app(args: dict[str, Any]):
@@ -265,4 +283,4 @@ def build_expert_app(args: dict[str, Any]):
     logging.basicConfig(level=logging.INFO)
     expert = prepare_expert(parse_expert_app_config(args), "", _base_dir(None))
     log.info("CoE expert app: %s (%s)", expert.id, expert.model)
-    return bind_expert(expert, ExpertDeployment)
+    return bind_expert(expert, ExpertDeployment, start_loaded=expert.start_loaded)

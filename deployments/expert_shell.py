@@ -25,6 +25,10 @@ class ExpertShell:
     async def offload(self) -> None:
         await self.backend.offload()
 
+    def is_loaded(self) -> bool:
+        """The engine's own state (a restarted residency coordinator starts from it)."""
+        return bool(self.backend.is_loaded())
+
     async def chat(self, request: ExpertRequest) -> ExpertReply:
         return await self.backend.chat(request)
 

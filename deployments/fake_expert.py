@@ -28,14 +28,16 @@ class FakeExpertDeployment(ExpertShell):
     async def check_health(self) -> None:
         return None
 
-    def stats(self) -> dict[str, int]:
-        """What the engine really did: calls, and whether it is loaded now (tests check residency against it)."""
+    def stats(self) -> dict[str, Any]:
+        """What the engine really did: calls, whether it is loaded now, and when it held memory (tests
+        check residency against it, not against the router's bookkeeping)."""
         return {
             "calls": self.backend.calls,
             "cancelled": self.backend.cancelled,
             "in_flight": self.backend.in_flight,
             "loaded": int(self.backend.loaded),
             "loads": self.backend.loads,
+            "timeline": list(self.backend.timeline),
         }
 
 
@@ -56,4 +58,4 @@ def build_fake_expert_app(args: dict[str, Any]):
     from router_service.config.apps import parse_expert_app_config
 
     expert = prepare_expert(parse_expert_app_config(args["expert"]), "", Path.cwd(), check_engine_args=False)
-    return bind_expert(expert, FakeExpertDeployment, fake=args.get("fake") or {})
+    return bind_expert(expert, FakeExpertDeployment, start_loaded=expert.start_loaded, fake=args.get("fake") or {})

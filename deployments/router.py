@@ -17,13 +17,15 @@ from ray import serve
 
 from deployments.metrics import RayServeMetrics
 from deployments.ray_backend import RayExpertBackend
+from deployments.residency_coordinator import RayCoordinator
 from router_service.api.app import create_app
 from router_service.config.apps import RouterAppConfig, compose_service_config
 from router_service.config.service import ExpertConfig, RouterConfig, parse_service_config
 from router_service.errors import ExpertUnavailableError
 from router_service.serving.activity import ActivityLog, TeeMetrics
 from router_service.serving.assembly import build_service, configured_embedder
-from router_service.serving.residency import ResidencyManager
+from router_service.serving.residency import Residency
+from router_service.serving.shared_residency import SharedResidency
 
 log = logging.getLogger("coe.router")
 
@@ -54,7 +56,11 @@ class ReplicaHeader:
 @serve.ingress()
 class RouterDeployment:
     def __init__(
-        self, config: dict[str, Any], handles: dict[str, Any], discovery: dict[str, Any] | None = None
+        self,
+        config: dict[str, Any],
+        handles: dict[str, Any],
+        discovery: dict[str, Any] | None = None,
+        residency: Any = None,
     ) -> None:
         self.base_config = dict(config)
         # Every hook reaches Prometheus and this replica's in-memory log behind /dashboard.
@@ -66,7 +72,8 @@ class RouterDeployment:
         self.service = None
         self._embedders: dict[tuple[str, str, str | None], Any] = {}
         self._discovery_task = None
-        self._residency: ResidencyManager | None = None
+        self._residency: SharedResidency | None = None
+        self._coordinator = RayCoordinator(residency) if residency is not None else None
         if discovery is not None:
             self.app_config = RouterAppConfig.model_validate({**self.base_config, "discovery": discovery})
             self.server = self.app_config.server
@@ -101,19 +108,26 @@ class RouterDeployment:
             return None, {}  # nothing to route to yet; the first discovered expert builds the service
         config, unresolved = compose_service_config(app, experts)
         factory = self._embedder_factory(config.router)
-        return build_service(config, backends, embedder_factory=factory, metrics=self.metrics), unresolved
+        residency = self._residency_for(config, backends)
+        service = build_service(config, backends, embedder_factory=factory, metrics=self.metrics, residency=residency)
+        return service, unresolved
 
-    def _residency_for(self, config, backends: dict[str, Any]) -> ResidencyManager:
-        """One manager for the replica's life: it alone knows which experts are loaded now, so every
-        rebuilt service (each reconfigure) must use it. The one-application form only: its experts and
-        its budget (init args) do not change while the replica lives."""
-        if self._residency is None:
-            settings = config.residency
-            self._residency = ResidencyManager(
-                backends,
-                settings.max_resident_experts,
-                settings.load_window_s,
+    def _residency_for(self, config, backends: dict[str, Any]) -> Residency | None:
+        """Under a budget, leases from the application's one coordinator: it alone loads and offloads,
+        so the budget holds across router replicas and survives every rebuilt service (reconfigure).
+        Without a budget, the service's own manager (everything stays loaded)."""
+        settings = config.residency
+        if self._coordinator is None or settings.max_resident_experts is None:
+            return None
+        if self._residency is None or list(backends) != self._residency.managed:
+            # A new set of discovered experts: a fresh view (its counters restart; the truth is the
+            # coordinator's).
+            self._residency = SharedResidency(
+                self._coordinator,
+                managed=list(backends),
+                budget=settings.max_resident_experts,
                 wait_timeout_s=settings.wait_timeout_s,
+                lease_ttl_s=settings.lease_ttl_s,
             )
         return self._residency
 

@@ -58,12 +58,21 @@ if __name__ == "__main__":
     print(table(ExpertConfig))
     print(
         "\nOne application for everything (`deployments.app:build_app`): the router fields above without "
-        "`discovery`, the experts as a list, and a memory budget:\n"
+        "`discovery`, and the experts as a list:\n"
     )
     print(
         table(
             ServiceConfig,
-            skip=("experts[].", "router.", "aggregation.", "server.", "router_deployment.", "gateway.", "fit."),
+            skip=(
+                "experts[].",
+                "router.",
+                "aggregation.",
+                "server.",
+                "router_deployment.",
+                "gateway.",
+                "fit.",
+                "residency.",
+            ),
         ).replace(
             "|---|---|---|---|",
             "|---|---|---|---|\n| `experts[]` | `list` | required | One expert application's args each. |",

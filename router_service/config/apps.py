@@ -18,6 +18,7 @@ from router_service.config.gateway import GatewayConfig
 from router_service.config.service import (
     AggregationConfig,
     ExpertConfig,
+    ResidencyConfig,
     RouterConfig,
     RouterDeploymentConfig,
     RouterFitConfig,
@@ -53,6 +54,11 @@ class RouterAppConfig(_Strict):
     router_deployment: RouterDeploymentConfig = Field(default_factory=RouterDeploymentConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    residency: ResidencyConfig = Field(
+        default_factory=ResidencyConfig,
+        description="Memory budget over the discovered expert applications (set `start_loaded: false` on "
+        "the experts beyond it, so start-up stays within memory).",
+    )
     fit: RouterFitConfig | None = Field(
         default=None, description="Fit the artifacts on the built experts' measured quality at start-up."
     )
@@ -64,11 +70,6 @@ def parse_router_app_config(args: dict[str, Any] | RouterAppConfig) -> RouterApp
     if isinstance(args, dict) and "experts" in args:
         raise ConfigError(
             "Invalid router application args: experts: not allowed here; each expert is its own application"
-        )
-    if isinstance(args, dict) and "residency" in args:
-        raise ConfigError(
-            "Invalid router application args: residency: needs every expert in one application "
-            "(the one-application form)"
         )
     try:
         return RouterAppConfig.model_validate(args or {})

@@ -32,6 +32,19 @@ class ResourcesConfig(_Strict):
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per replica (fractions share cores).")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per replica (fractions share a GPU).")
     memory_gb: float | None = Field(default=None, gt=0.0, description="Ray memory reservation per replica.")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources per replica, e.g. `{node_gpu_a: 1}` to pin an expert to the nodes "
+        "started with `ray start --resources '{\"node_gpu_a\": 8}'`.",
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_not_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if amount < 0:
+                raise ValueError(f"{name}: a resource amount must be >= 0, got {amount}")
+        return value
 
 
 def looks_like_local_path(model: str) -> bool:
@@ -54,6 +67,11 @@ class ExpertConfig(_Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replica.")
     timeout_s: float = Field(default=60.0, gt=0.0, description="Per call (and per streamed piece); then 504/fallback.")
+    start_loaded: bool = Field(
+        default=True,
+        description="False: the engine starts on first use, under a memory budget (`residency`). In the "
+        "one-application form the experts beyond the budget start unloaded anyway.",
+    )
     num_replicas: int = Field(default=1, ge=1, description="Serve replicas of this expert.")
     max_ongoing_requests: int = Field(default=32, ge=1, description="Serve's per-replica concurrency bound.")
     max_queued_requests: int = Field(
@@ -216,7 +234,9 @@ class AggregationConfig(_Strict):
 
 
 class ResidencyConfig(_Strict):
-    """Memory budget: at most `max_resident_experts` experts loaded at once (None = all stay loaded)."""
+    """Memory budget: at most `max_resident_experts` experts loaded at once (None = all stay loaded).
+
+    One coordinator deployment holds it for every router replica (`deployments/residency_coordinator.py`)."""
 
     max_resident_experts: int | None = Field(default=None, ge=1, description="Memory budget in experts.")
     load_window_s: float = Field(
@@ -227,6 +247,12 @@ class ResidencyConfig(_Strict):
         gt=0.0,
         description="Longest wait for an expert to become resident (a free slot, then its load); past it "
         "the call fails over to the next candidate, or the request gets 503 with Retry-After.",
+    )
+    lease_ttl_s: float = Field(
+        default=900.0,
+        gt=0.0,
+        description="A router replica's claim on a loaded expert expires after this long unless given back "
+        "(a replica that dies mid-call cannot pin an expert); longer than any call or stream.",
     )
 
 
@@ -334,11 +360,6 @@ class ServiceConfig(_Strict):
             if expert_id not in seen:
                 raise ValueError(f"{field}: '{expert_id}' is not a configured expert (experts: {known})")
         if self.residency.max_resident_experts is not None:
-            if self.router_deployment.num_replicas != 1:
-                raise ValueError(
-                    "router_deployment.num_replicas: must be 1 when residency.max_resident_experts is set "
-                    "(each router replica would keep its own budget, so the limit would not be global)"
-                )
             for index, expert in enumerate(self.experts):
                 if expert.num_replicas != 1:
                     raise ValueError(

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 
 from router_service.domain import (
@@ -155,10 +156,14 @@ class OffloadableFakeExpert(FakeExpertBackend):
         self.load_delay_s = load_delay_s
         self.loads = 0
         self.offloads = 0
+        # (event, time.monotonic()) per load start and offload end: the span this engine held memory.
+        # CLOCK_MONOTONIC is machine-wide, so spans from several processes can be overlaid.
+        self.timeline: list[tuple[str, float]] = [("loaded", time.monotonic())] if loaded else []
 
     async def load(self) -> None:
         if self.loaded:
             raise RuntimeError(f"{self.expert_id} loaded twice")
+        self.timeline.append(("loaded", time.monotonic()))
         await asyncio.sleep(self.load_delay_s)
         self.loaded = True
         self.loads += 1
@@ -166,6 +171,10 @@ class OffloadableFakeExpert(FakeExpertBackend):
     async def offload(self) -> None:
         self.loaded = False
         self.offloads += 1
+        self.timeline.append(("offloaded", time.monotonic()))
+
+    def is_loaded(self) -> bool:
+        return self.loaded
 
     async def chat(self, request: ExpertRequest) -> ExpertReply:
         if not self.loaded:

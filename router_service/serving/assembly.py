@@ -17,7 +17,7 @@ from router_service.routing.embedding import Embedder, make_embedder
 from router_service.routing.strategies.base import RoutingStrategy, strategy_class
 from router_service.routing.strategies.rules import FixedStrategy, KeywordStrategy
 from router_service.serving.metrics import Metrics
-from router_service.serving.residency import ResidencyManager
+from router_service.serving.residency import Residency
 from router_service.serving.service import RouterService
 
 log = logging.getLogger("coe.router")
@@ -164,7 +164,7 @@ def build_service(
     backends: Mapping[str, ExpertBackend],
     embedder_factory: Callable[[str], Embedder] | None = None,
     metrics: Metrics | None = None,
-    residency: ResidencyManager | None = None,
+    residency: Residency | None = None,
 ) -> RouterService:
     """`residency`: the manager that already tracks what is loaded, when the service is rebuilt (a hot
     reconfigure); a new one would assume the first N experts are loaded, whatever really is."""

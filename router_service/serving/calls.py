@@ -19,7 +19,7 @@ from router_service.experts.errors import deadline_errors, mapped_errors
 from router_service.serving.fanout import FanoutResult, fan_out
 from router_service.serving.metrics import Metrics
 from router_service.serving.planning import Plan
-from router_service.serving.residency import ResidencyManager
+from router_service.serving.residency import Residency
 
 log = logging.getLogger("coe.router")
 RETRYABLE = (ExpertError, ExpertTimeoutError, ExpertUnavailableError)
@@ -30,7 +30,7 @@ class ExpertCaller:
         self,
         backends: Mapping[str, ExpertBackend],
         timeouts: Mapping[str, float],
-        residency: ResidencyManager,
+        residency: Residency,
         metrics: Metrics,
     ) -> None:
         self.backends = backends

@@ -11,8 +11,9 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from router_service.errors import CoEError, ExpertUnavailableError
 from router_service.experts.base import ExpertBackend, Offloadable
@@ -47,6 +48,25 @@ class ResidencyStats:
         self.offloads += int(offloaded)
         self.switch_seconds += seconds
         self.load_log.append(loaded)
+
+
+class Residency(Protocol):
+    """What the service needs from residency: this replica's `ResidencyManager`, or a
+    `SharedResidency` that leases from the one coordinator every router replica shares."""
+
+    enabled: bool
+    budget: int
+    stats: ResidencyStats
+
+    def manages(self, expert_id: str) -> bool: ...
+
+    def is_resident(self, expert_id: str) -> bool: ...
+
+    def resident_ids(self) -> list[str]: ...
+
+    async def refresh(self) -> None: ...
+
+    def use(self, expert_id: str, record: ResidencyStats | None = None) -> AbstractAsyncContextManager[None]: ...
 
 
 def can_offload(backend: ExpertBackend) -> bool:
@@ -84,19 +104,43 @@ class ResidencyManager:
     def resident_ids(self) -> list[str]:
         return [e for e in self.backends if self.is_resident(e)]
 
+    async def refresh(self) -> None:
+        """Nothing to do: this manager is the truth."""
+
+    def manages(self, expert_id: str) -> bool:
+        return self.enabled and expert_id in self.managed
+
     @asynccontextmanager
     async def use(self, expert_id: str, record: ResidencyStats | None = None) -> AsyncIterator[None]:
         """Hold `expert_id` resident for the block. `record` also gets the waits of this claim and the
         loads it started, so a batch reports its own numbers however much other traffic runs alongside."""
-        if not self.enabled or expert_id not in self.managed:
+        if not self.manages(expert_id):
             yield
             return
-        await self._acquire(expert_id, record)
+        await self.acquire(expert_id, record)
         try:
             yield
         finally:
+            self.release(expert_id)
+
+    async def acquire(self, expert_id: str, record: ResidencyStats | None = None) -> None:
+        """Claim `expert_id` (loading it first when needed); every claim is paired with one `release`."""
+        if self.manages(expert_id):
+            await self._acquire(expert_id, record)
+
+    def release(self, expert_id: str) -> None:
+        if self.manages(expert_id) and self.in_use[expert_id] > 0:
             self.in_use[expert_id] -= 1
             self._notify()
+
+    def adopt(self, loaded: Iterable[str]) -> list[str]:
+        """Take the engines' real state as the truth (a coordinator that restarted asks them): the
+        loaded experts become resident, in config order. Returns the ones beyond the budget, which the
+        caller must offload before serving."""
+        loaded_set = set(loaded)
+        now = [e for e in self.managed if e in loaded_set]
+        self.resident = OrderedDict((e, None) for e in now[: self.budget])
+        return now[self.budget :]
 
     def _notify(self) -> None:
         self._changed.set()

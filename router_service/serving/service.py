@@ -32,7 +32,7 @@ from router_service.serving.calls import ExpertCaller
 from router_service.serving.fanout import FanoutResult
 from router_service.serving.metrics import Metrics, NullMetrics, RequestSummary
 from router_service.serving.planning import Plan, Planner
-from router_service.serving.residency import ResidencyManager
+from router_service.serving.residency import Residency, ResidencyManager
 from router_service.serving.skill_annotation import ServedSkillAnnotator
 from router_service.serving.streaming import StreamOutcome, StreamUsage, chunks, next_or_none, open_stream
 
@@ -73,7 +73,7 @@ class RouterService:
         strategies: Mapping[str, RoutingStrategy],
         default_strategy: str | None = None,
         metrics: Metrics | None = None,
-        residency: ResidencyManager | None = None,
+        residency: Residency | None = None,
         cache_embedder: Embedder | None = None,
     ) -> None:
         missing = [e for e in config.expert_ids if e not in backends]
@@ -90,7 +90,7 @@ class RouterService:
         self.metrics = metrics or NullMetrics()
         self.cards = cards_from_config(config)
         self.cards_by_id = {c.id: c for c in self.cards}
-        self.residency = residency or ResidencyManager(
+        self.residency: Residency = residency or ResidencyManager(
             self.backends,
             config.residency.max_resident_experts,
             config.residency.load_window_s,
@@ -269,6 +269,7 @@ class RouterService:
                 f"a batch holds at most {limit} requests, got {len(items)}", param="requests", code="batch_too_large"
             )
         agg = self.config.aggregation
+        await self.residency.refresh()  # the batch runs resident experts first: ask what they are now
         steps = BatchSteps(
             plan=self.planner.plan,
             execute=self.execute,

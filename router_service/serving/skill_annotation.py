@@ -21,13 +21,13 @@ from router_service.domain import ExpertRequest, GenerationParams, Message
 from router_service.errors import CoEError
 from router_service.experts.base import ExpertBackend
 from router_service.routing.strategies.skill import SKILL_PROMPT, LLMSkillAnnotator
-from router_service.serving.residency import ResidencyManager
+from router_service.serving.residency import Residency
 
 log = logging.getLogger("coe.router")
 
 
 class ServedSkillAnnotator:
-    def __init__(self, config: SkillAnnotatorConfig, backend: ExpertBackend, residency: ResidencyManager) -> None:
+    def __init__(self, config: SkillAnnotatorConfig, backend: ExpertBackend, residency: Residency) -> None:
         self.config = config
         self.backend = backend
         self.residency = residency

@@ -47,9 +47,16 @@ def _message(call, *args):
     return info.value.message
 
 
-def test_router_app_rejects_an_expert_list_and_residency_naming_the_field():
+def test_router_app_rejects_an_expert_list_naming_the_field():
     assert "experts" in _message(parse_router_app_config, {**_router_args(), "experts": []})
-    assert "residency" in _message(parse_router_app_config, {**_router_args(), "residency": {}})
+
+
+def test_router_app_takes_a_memory_budget_and_names_a_bad_one():
+    app = parse_router_app_config({**_router_args(), "residency": {"max_resident_experts": 2}})
+    assert app.residency.max_resident_experts == 2
+    assert "residency.max_resident_experts" in _message(
+        parse_router_app_config, {**_router_args(), "residency": {"max_resident_experts": 0}}
+    )
 
 
 def test_router_app_typo_is_named():
@@ -177,3 +184,31 @@ def test_one_list_of_the_settings_that_name_experts():
         field = next(f for f in fields if f.split(".")[1].startswith(key))
         message = _message(parse_service_config, one)
         assert field in message and "'ghost' is not a configured expert" in message
+
+
+def test_custom_resources_reach_the_expert_replica_ray_actor_options():
+    """`resources.custom` pins an expert to the nodes started with `ray start --resources` (README, "GPU and
+    cluster deployment"): Serve gets it as the replica's `ray_actor_options["resources"]`."""
+    from deployments.app import bind_expert
+
+    class Recorder:
+        """Stands in for the Serve deployment: records what `bind_expert` passes to `.options()`."""
+
+        seen: dict
+
+        def options(self, **options):
+            self.seen = options
+            return self
+
+        def bind(self, *args, **kwargs):
+            return self
+
+    entry = config_dict()["experts"][0]
+    pinned, plain = Recorder(), Recorder()
+    bind_expert(parse_expert_app_config({**entry, "resources": {"num_cpus": 0.5, "custom": {"node_b": 1}}}), pinned)
+    bind_expert(parse_expert_app_config(entry), plain)
+    assert pinned.seen["ray_actor_options"]["resources"] == {"node_b": 1.0}
+    assert pinned.seen["ray_actor_options"]["num_cpus"] == 0.5
+    assert "resources" not in plain.seen["ray_actor_options"]
+    message = _message(parse_expert_app_config, {**entry, "resources": {"custom": {"node_b": -1}}})
+    assert "resources.custom" in message and "node_b" in message

@@ -1,0 +1,157 @@
+"""The memory budget's one owner: a single-replica Serve deployment that every router replica leases from.
+
+Why not Serve's model multiplexing (`@serve.multiplexed`)? It loads several models inside the replicas
+of one deployment and evicts per replica, least recently used. Our experts are separate deployments
+(separate applications in the split form, each with its own engine arguments, resources and
+`serve deploy` lifecycle), a budget spans them, and a batch needs to pick the load order itself
+(resident experts first, each needed expert loaded once). So the decisions stay in the core's
+`ResidencyManager`, and this deployment only makes it one per application instead of one per router
+replica. It alone calls `load`/`offload` on the experts.
+
+On start (and after a restart by Serve) it asks every expert whether its engine is loaded, and takes
+that as the truth; experts loaded beyond the budget are offloaded before it answers anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ray import serve
+
+from deployments.ray_backend import RAY_ERRORS, RayExpertBackend
+from router_service.experts.errors import mapped_errors
+from router_service.serving.residency import ResidencyManager
+from router_service.serving.shared_residency import LeaseBook
+
+log = logging.getLogger("coe.residency")
+
+# Every router request under a budget makes two calls here; most wait for a load.
+COORDINATOR_MAX_ONGOING = 10_000
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=COORDINATOR_MAX_ONGOING, ray_actor_options={"num_cpus": 0})
+class ResidencyCoordinator:
+    def __init__(
+        self, settings: dict[str, Any], handles: dict[str, Any], discovery: dict[str, Any] | None = None
+    ) -> None:
+        self.settings = settings
+        self.book = LeaseBook(self._manager(handles))
+        self._synced: asyncio.Task | None = None
+        self._discovery_task = None
+        self._scan_lock = asyncio.Lock()
+        self._discovery = None
+        if discovery is not None:  # the split form: the experts are the discovered expert applications
+            from deployments.discovery import ExpertDiscovery
+
+            self._discovery = ExpertDiscovery(discovery["app_prefix"], discovery["describe_timeout_s"])
+            self._discovery_task = asyncio.get_running_loop().create_task(self._discover_forever(discovery))
+
+    def _manager(self, handles: dict[str, Any]) -> ResidencyManager:
+        self.order = list(handles)
+        self.handles = dict(handles)
+        self.backends = {expert_id: RayExpertBackend(expert_id, handle) for expert_id, handle in handles.items()}
+        return ResidencyManager(
+            self.backends,
+            self.settings["max_resident_experts"],
+            self.settings["load_window_s"],
+            initially_resident=[],
+            wait_timeout_s=self.settings["wait_timeout_s"],
+        )
+
+    async def _discover_forever(self, settings: dict[str, Any]) -> None:
+        while True:
+            try:
+                await self._scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("expert discovery failed; keeping the current experts")
+            await asyncio.sleep(settings["interval_s"])
+
+    async def _scan(self) -> None:
+        assert self._discovery is not None
+        async with self._scan_lock:
+            found = {config.id: handle for config, handle in await self._discovery.scan()}
+            if list(found) != self.order or any(found[e] is not self.handles[e] for e in found):
+                await self._take_experts(found)
+
+    async def _take_experts(self, handles: dict[str, Any]) -> None:
+        """An expert application was added, removed or redeployed: a new manager over the new set, that
+        starts from the engines' real state once the loads under way have landed. Claims held on experts
+        that stay are carried over, so none of them can be evicted mid-call."""
+        old = self.book.manager
+        while old.loading:
+            await asyncio.gather(*old.loading.values(), return_exceptions=True)
+        manager = self._manager(handles)
+        manager.stats = old.stats
+        for expert_id, count in old.in_use.items():
+            if expert_id in manager.in_use:
+                manager.in_use[expert_id] = count
+        self.book.manager = manager
+        self._synced = None
+        await self._ready()
+        log.info("residency coordinator: experts now %s", self.order)
+
+    async def _sync(self) -> None:
+        async def loaded(expert_id: str) -> bool:
+            try:
+                return bool(await asyncio.wait_for(self.handles[expert_id].is_loaded.remote(), 60.0))
+            except Exception:  # unreachable now: counted as not loaded, so a request loads it
+                log.warning("expert %s did not say whether it is loaded", expert_id, exc_info=True)
+                return False
+
+        states = await asyncio.gather(*(loaded(e) for e in self.order))
+        extra = self.book.manager.adopt(e for e, up in zip(self.order, states) if up)
+        for expert_id in extra:
+            log.warning("expert %s was loaded beyond the budget; offloading it", expert_id)
+            await self.backends[expert_id].offload()
+        log.info("residency coordinator: resident %s", self.book.manager.resident_ids())
+
+    async def _ready(self) -> None:
+        # Once, before the first answer; a failed sync is retried by the next call.
+        if self._synced is None or (self._synced.done() and self._synced.exception() is not None):
+            self._synced = asyncio.get_running_loop().create_task(self._sync())
+        await asyncio.shield(self._synced)
+
+    async def acquire(self, expert_id: str, ttl_s: float) -> dict[str, Any]:
+        if self._discovery is not None and expert_id not in self.handles:
+            await self._scan()  # the router found a new expert application before we did
+        await self._ready()
+        return await self.book.acquire(expert_id, ttl_s)
+
+    async def release(self, lease_id: str) -> dict[str, Any]:
+        await self._ready()
+        return self.book.release(lease_id)
+
+    async def state(self) -> dict[str, Any]:
+        await self._ready()
+        self.book.expire()
+        return self.book.state()
+
+    async def check_health(self) -> None:
+        self.book.expire()  # leases of dead holders go back even when no request comes
+
+    def __del__(self) -> None:
+        if self._discovery_task is not None:
+            self._discovery_task.cancel()
+
+
+class RayCoordinator:
+    """The router replica's `Coordinator`: the deployment's handle, Ray's errors mapped to ours."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def acquire(self, expert_id: str, ttl_s: float) -> dict[str, Any]:
+        with mapped_errors(expert_id, RAY_ERRORS):
+            return await self.handle.acquire.remote(expert_id, ttl_s)
+
+    async def release(self, lease_id: str) -> dict[str, Any]:
+        with mapped_errors("residency", RAY_ERRORS):
+            return await self.handle.release.remote(lease_id)
+
+    async def state(self) -> dict[str, Any]:
+        with mapped_errors("residency", RAY_ERRORS):
+            return await self.handle.state.remote()
