@@ -8,7 +8,7 @@ Two modes:
 
     python bench/grouping.py --requests 24 --experts 4 --budget 2
     python bench/grouping.py --requests 16 --top-k2 8 --synthesize --experts 5 --budget 2
-    python bench/grouping.py --endpoint http://127.0.0.1:8000 --requests 8
+    python bench/grouping.py --endpoint http://127.0.0.1:8000 --requests 8 --top-k2 4
 """
 
 from __future__ import annotations
@@ -109,12 +109,28 @@ def endpoint_mode(args) -> dict:
         {"model": e, "messages": [{"role": "user", "content": f"What is {i}+{i}?"}], "max_tokens": 8}
         for i, e in enumerate(assignments)
     ]
+    # Routed items asking two experts at once (the router picks both; its aggregation merges them).
+    rng = random.Random(args.seed)
+    requests += [
+        {
+            "model": "coe",
+            "messages": [{"role": "user", "content": rng.choice(TWO_SKILL_PROMPTS).format(i=i)}],
+            "max_tokens": 8,
+            "routing": {"top_k": 2},
+        }
+        for i in range(args.top_k2)
+    ]
+    rng.shuffle(requests)
+
+    def health() -> dict:
+        return httpx.get(f"{base}/health", timeout=60).json()
 
     def loads() -> int:
-        return httpx.get(f"{base}/health", timeout=60).json().get("residency", {}).get("loads", 0)
+        return health().get("residency", {}).get("loads", 0)
 
     results: dict[str, Any] = {}
     with httpx.Client(timeout=3600) as client:
+        resident_at_start = set(health().get("resident", []))
         before = loads()
         started = time.perf_counter()
         batch = client.post(f"{base}/v1/batch", json={"requests": requests}).json()
@@ -132,8 +148,20 @@ def endpoint_mode(args) -> dict:
             "seconds": round(time.perf_counter() - started, 1),
             "errors": errors,
         }
-    results["distinct_experts"] = len(set(assignments))
+    # Every expert the batch ran (its answers, candidate calls, syntheses), from its own stats.
+    needed = {g["expert"] for g in results["grouped"]["batch_stats"]["groups"]}
+    results["items"] = {"one_expert": len(assignments), "top_k_2": args.top_k2}
+    results["resident_at_start"] = sorted(resident_at_start)
+    results["minimum_loads"] = len(needed - resident_at_start)
     return results
+
+
+TWO_SKILL_PROMPTS = [
+    "What is {i}+7? Also reverse the word planet.",
+    "Convert {i} km to m, and what is the capital of Zulia?",
+    "Reverse the word garden and convert {i} kg to g.",
+    "What is the capital of Zulia? And what is {i}+5?",
+]
 
 
 def main() -> None:
@@ -143,7 +171,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=2)
     parser.add_argument("--load-s", type=float, default=0.2, help="simulated load time (fake mode)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--top-k2", type=int, default=0, help="fake mode: also this many items with top_k=2")
+    parser.add_argument("--top-k2", type=int, default=0, help="also this many routed items with top_k=2")
     parser.add_argument("--synthesize", action="store_true", help="fake mode: top_k items merged by a synthesizer")
     parser.add_argument("--endpoint", help="measure a running deployment instead of fakes")
     args = parser.parse_args()

@@ -36,6 +36,8 @@ def prepare_expert(expert: ExpertConfig, prefix: str, base_dir: Path, check_engi
 
     if check_engine_args:
         validate_engine_args(prefix, expert.engine)
+    if expert.autoscaling_config is not None:
+        validate_autoscaling(prefix, expert.autoscaling_config)
     model = expert.resolved_model(base_dir)
     if expert.build:
         try:
@@ -43,6 +45,24 @@ def prepare_expert(expert: ExpertConfig, prefix: str, base_dir: Path, check_engi
         except ConfigError as exc:
             raise ConfigError(f"{prefix}build: {exc.message}") from None
     return expert.model_copy(update={"model": model})
+
+
+def validate_autoscaling(prefix: str, autoscaling: dict[str, Any]) -> None:
+    """Serve's own model checks the values; it ignores unknown keys, so those are refused here."""
+    from pydantic import ValidationError
+    from ray.serve.config import AutoscalingConfig
+
+    unknown = sorted(set(autoscaling) - set(AutoscalingConfig.model_fields))
+    if unknown:
+        raise ConfigError(f"{prefix}autoscaling_config.{unknown[0]}: not a Serve autoscaling setting")
+    try:
+        AutoscalingConfig.model_validate(autoscaling)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ConfigError(
+            f"{prefix}autoscaling_config{'.' + where if where else ''}: {first['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 def _base_dir(base_dir: Path | None) -> Path:
@@ -126,13 +146,26 @@ def _expert_actor_options(expert) -> dict[str, Any]:
 
 
 def bind_expert(expert: ExpertConfig, expert_deployment, start_loaded: bool = True, **extra: Any):
+    # Serve sizes an autoscaled expert itself (from min_replicas, down to zero when allowed).
+    sizing: dict[str, Any] = (
+        {"autoscaling_config": expert.autoscaling_config}
+        if expert.autoscaling_config is not None
+        else {"num_replicas": expert.num_replicas}
+    )
     return expert_deployment.options(
         name=deployment_name(expert.id),
-        num_replicas=expert.num_replicas,
+        **sizing,
         max_ongoing_requests=expert.max_ongoing_requests,
         max_queued_requests=expert.max_queued_requests,
         ray_actor_options=_expert_actor_options(expert),
-    ).bind(expert.id, expert.model, dict(expert.engine), start_loaded, describe=expert.model_dump(mode="json"), **extra)
+    ).bind(expert.id, expert.model, dict(expert.engine), start_loaded, describe=describe_expert(expert), **extra)
+
+
+def describe_expert(expert: ExpertConfig) -> dict[str, Any]:
+    """The `experts[]` entry the router reads back (discovery). Without `num_replicas` when autoscaled:
+    the entry must validate again, and the two ways to size an expert exclude each other."""
+    exclude = {"num_replicas"} if expert.autoscaling_config is not None else set()
+    return expert.model_dump(mode="json", exclude=exclude)
 
 
 def bind_router(

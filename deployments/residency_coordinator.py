@@ -73,7 +73,7 @@ class ResidencyCoordinator:
     async def _scan(self) -> None:
         assert self._discovery is not None
         async with self._scan_lock:
-            found = {config.id: handle for config, handle in await self._discovery.scan()}
+            found = {d.config.id: d.handle for d in await self._discovery.scan()}
             if list(found) != self.order or any(found[e] is not self.handles[e] for e in found):
                 await self._take_experts(found)
 

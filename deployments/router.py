@@ -15,6 +15,7 @@ from typing import Any
 
 from ray import serve
 
+from deployments.discovery import Discovered, ExpertDiscovery
 from deployments.metrics import RayServeMetrics
 from deployments.ray_backend import RayExpertBackend
 from deployments.residency_coordinator import RayCoordinator
@@ -74,6 +75,7 @@ class RouterDeployment:
         self._discovery_task = None
         self._residency: SharedResidency | None = None
         self._coordinator = RayCoordinator(residency) if residency is not None else None
+        self.cold: set[str] = set()  # experts discovered at zero replicas (autoscaled to zero)
         if discovery is not None:
             self.app_config = RouterAppConfig.model_validate({**self.base_config, "discovery": discovery})
             self.server = self.app_config.server
@@ -135,6 +137,7 @@ class RouterDeployment:
         service, unresolved = built
         if service is not None:
             service.unresolved = unresolved
+            service.cold = set(self.cold)
             if unresolved:
                 log.warning("router settings name experts that are not deployed: %s", unresolved)
         self.service = service
@@ -151,7 +154,6 @@ class RouterDeployment:
 
     # -- discovery ----------------------------------------------------------------------------
     async def _discover_forever(self) -> None:
-        from deployments.discovery import ExpertDiscovery
 
         settings = self.app_config.discovery
         discovery = ExpertDiscovery(settings.app_prefix, settings.describe_timeout_s)
@@ -164,11 +166,15 @@ class RouterDeployment:
                 log.exception("expert discovery failed; keeping the current experts")
             await asyncio.sleep(settings.interval_s)
 
-    async def _apply_discovered(self, found: list[tuple[ExpertConfig, Any]]) -> None:
-        experts = [config for config, _ in found]
+    async def _apply_discovered(self, found: list[Discovered]) -> None:
+        # Which experts are at zero replicas changes often and costs no rebuild.
+        self.cold = {d.config.id for d in found if not d.warm}
+        if self.service is not None:
+            self.service.cold = set(self.cold)
+        experts = [d.config for d in found]
         if experts == self.experts:
             return
-        backends = {config.id: RayExpertBackend(config.id, handle) for config, handle in found}
+        backends = {d.config.id: RayExpertBackend(d.config.id, d.handle) for d in found}
         router = self.router
         # Off the event loop: loading artifacts must not stall requests in flight.
         built = await asyncio.to_thread(self._build, router, experts, backends) if router else (None, {})

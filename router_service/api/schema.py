@@ -66,6 +66,8 @@ class RoutingOptions(BaseModel):
     top_k: int | None = Field(default=None, ge=1, le=16)
     # skill strategy: who names the prompt's skills; "llm" needs `router.skill_annotator` (else 400).
     annotator: Literal["llm", "embedding"] | None = None
+    # A chosen expert with no running replica: wait for it, or go to a warm one (router.cold_start).
+    cold_start: Literal["wait", "fallback"] | None = None
 
 
 class StreamOptions(BaseModel):

@@ -127,7 +127,8 @@ def compose_service_config(
         aggregation["aggregator"] = None
         if aggregation.get("method") == "synthesize":
             aggregation["method"] = "vote"  # no writer deployed: merge by vote rather than fail every request
-    data["experts"] = [e.model_dump(mode="json") for e in experts]
+    # What each expert set, so a re-validation sees the same choices (e.g. autoscaling without num_replicas).
+    data["experts"] = [e.model_dump(mode="json", exclude_unset=True) for e in experts]
     return parse_service_config(data, skip_path_checks=not strict), dangling
 
 

@@ -73,6 +73,12 @@ class ExpertConfig(_Strict):
         "one-application form the experts beyond the budget start unloaded anyway.",
     )
     num_replicas: int = Field(default=1, ge=1, description="Serve replicas of this expert.")
+    autoscaling_config: dict[str, Any] | None = Field(
+        default=None,
+        description="Serve's autoscaling_config for this expert, passed through (min_replicas, max_replicas, "
+        "initial_replicas, target_ongoing_requests, upscale_delay_s, downscale_delay_s, ...); instead of "
+        "num_replicas. min_replicas: 0 scales the expert to zero when idle (see router.cold_start).",
+    )
     max_ongoing_requests: int = Field(default=32, ge=1, description="Serve's per-replica concurrency bound.")
     max_queued_requests: int = Field(
         default=512, ge=1, description="Serve's bound on calls waiting for a replica; beyond it: fallback/503."
@@ -84,6 +90,12 @@ class ExpertConfig(_Strict):
         if value == ROUTED_MODEL_NAME:
             raise ValueError(f"'{ROUTED_MODEL_NAME}' is reserved for the routed endpoint")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_size(self) -> ExpertConfig:
+        if self.autoscaling_config is not None and "num_replicas" in self.model_fields_set:
+            raise ValueError("num_replicas: not with autoscaling_config, which sets the replica count")
+        return self
 
     @model_validator(mode="after")
     def _local_model_exists(self, info: ValidationInfo) -> ExpertConfig:
@@ -168,6 +180,15 @@ class RouterConfig(_Strict):
         default=None,
         description="Folder of the exported graph for a backend other than `torch` (default "
         "`./models/embedders/all-MiniLM-L6-v2-onnx`).",
+    )
+    cold_start: Literal["wait", "fallback"] = Field(
+        default="wait",
+        description="A request whose expert has no running replica (scaled to zero): `wait` for Serve to "
+        "start one (up to cold_start_wait_s), or `fallback` to the next warm candidate while it starts. "
+        "Per request: routing.cold_start.",
+    )
+    cold_start_wait_s: float = Field(
+        default=180.0, gt=0.0, description="`wait`: the call's deadline while the expert starts."
     )
     micro_batch_window_ms: float = Field(
         default=0.0,
@@ -361,6 +382,11 @@ class ServiceConfig(_Strict):
                 raise ValueError(f"{field}: '{expert_id}' is not a configured expert (experts: {known})")
         if self.residency.max_resident_experts is not None:
             for index, expert in enumerate(self.experts):
+                if expert.autoscaling_config is not None:
+                    raise ValueError(
+                        f"experts[{index}].autoscaling_config: not with residency.max_resident_experts "
+                        "(the router loads and offloads one replica of each expert)"
+                    )
                 if expert.num_replicas != 1:
                     raise ValueError(
                         f"experts[{index}].num_replicas: must be 1 when residency.max_resident_experts "

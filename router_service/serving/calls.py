@@ -39,7 +39,7 @@ class ExpertCaller:
         self.metrics = metrics
 
     async def call(self, expert_id: str, plan: Plan) -> ExpertReply:
-        timeout_s = self.timeouts[expert_id]
+        timeout_s = plan.deadlines.get(expert_id, self.timeouts[expert_id])
         with mapped_errors(expert_id, deadline_errors(timeout_s)):
             async with self.residency.use(expert_id, plan.record):
                 return await asyncio.wait_for(self.backends[expert_id].chat(plan.expert_request), timeout_s)
@@ -68,9 +68,11 @@ class ExpertCaller:
             raise error_cls(f"no expert answered in time ({reasons})")
         return result
 
-    async def next_delta(self, expert_id: str, deltas: AsyncIterator[ExpertDelta]) -> ExpertDelta | None:
-        """The next piece of a stream, under the expert's deadline; None at the end."""
-        timeout_s = self.timeouts[expert_id]
+    async def next_delta(
+        self, expert_id: str, deltas: AsyncIterator[ExpertDelta], timeout_s: float | None = None
+    ) -> ExpertDelta | None:
+        """The next piece of a stream, under the expert's deadline (or `timeout_s`); None at the end."""
+        timeout_s = timeout_s if timeout_s is not None else self.timeouts[expert_id]
         with mapped_errors(expert_id, deadline_errors(timeout_s)):
             try:
                 return await asyncio.wait_for(deltas.__anext__(), timeout_s)

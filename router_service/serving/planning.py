@@ -44,6 +44,10 @@ class Plan:
     record: ResidencyStats | None = None
     started: float = field(default_factory=time.perf_counter)
     caller: str | None = None  # the API key's configured name, for the request log
+    # Per-expert call deadlines that replace the expert's timeout_s (waiting for a cold expert to start).
+    deadlines: dict[str, float] = field(default_factory=dict)
+    cold_start: dict[str, str] | None = None  # what happened when the chosen expert had no replica
+    cold_policy: str | None = None  # routing.cold_start of the request, if it set one
 
 
 def generation_params(request: ChatCompletionRequest, server: ServerConfig) -> GenerationParams:
@@ -205,7 +209,9 @@ class Planner:
             candidates += [i for i in ranked if i not in candidates]
             if router_cfg.default_expert and router_cfg.default_expert not in candidates:
                 candidates.append(router_cfg.default_expert)
-        return Plan(request_id, request.model, decision, candidates, list(decision.expert_ids), expert_request)
+        plan = Plan(request_id, request.model, decision, candidates, list(decision.expert_ids), expert_request)
+        plan.cold_policy = options.cold_start if options else None
+        return plan
 
     async def _route(self, strategy: RoutingStrategy, query: Query, use_llm_skills: bool = True) -> RoutingDecision:
         started = time.perf_counter()

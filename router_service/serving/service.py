@@ -29,6 +29,7 @@ from router_service.serving.aggregation import AggregationResult, make_aggregato
 from router_service.serving.batch import BatchItem, BatchSteps, run_batch
 from router_service.serving.caching import AnswerCache, Probe, collected_choices, replay
 from router_service.serving.calls import ExpertCaller
+from router_service.serving.cold_start import ColdStarts
 from router_service.serving.fanout import FanoutResult
 from router_service.serving.metrics import Metrics, NullMetrics, RequestSummary
 from router_service.serving.planning import Plan, Planner
@@ -119,8 +120,18 @@ class RouterService:
                 return shared
 
             self.answers = AnswerCache(cache, cache_batcher, self.metrics)
+        self.cold_starts = ColdStarts(config.router, self.backends, timeouts)
         # Router settings naming an expert that is not deployed (split deployment): field → expert id.
         self.unresolved: dict[str, str] = {}
+
+    @property
+    def cold(self) -> set[str]:
+        """Experts at zero replicas (autoscaled to zero), kept current by the router's discovery."""
+        return self.cold_starts.cold
+
+    @cold.setter
+    def cold(self, expert_ids: set[str]) -> None:
+        self.cold_starts.cold = set(expert_ids)
 
     # -- public API ---------------------------------------------------------------------------
     def models(self) -> ModelList:
@@ -135,6 +146,8 @@ class RouterService:
         `unavailable` when no expert is up."""
 
         async def check(expert_id: str, backend: ExpertBackend) -> dict[str, Any]:
+            if expert_id in self.cold:  # scaled to zero on purpose; asking it would start a replica
+                return {"status": "ok", "cold": True}
             resident = self.residency.is_resident(expert_id)
             if not resident:
                 return {"status": "ok", "resident": False}
@@ -237,8 +250,11 @@ class RouterService:
                 return await self._stream_from_cache(plan, hit)
         if len(plan.aggregate_over) > 1:
             return await self._stream_aggregated(plan, probe)
+        self.cold_starts.apply(plan)
         expert_id, first, held = await open_stream(self.caller, plan)
-        routing = shaping.routing_info(plan.decision, [expert_id], cache="miss" if probe else None)
+        routing = shaping.routing_info(
+            plan.decision, [expert_id], cache="miss" if probe else None, cold_start=plan.cold_start
+        )
         usage = StreamUsage(keep_text=probe is not None)
         usage.see(first)
 
@@ -284,6 +300,7 @@ class RouterService:
     async def execute(self, plan: Plan) -> ChatOutcome:
         if len(plan.aggregate_over) > 1:
             return await self._execute_aggregated(plan)
+        self.cold_starts.apply(plan)
         reply = await self.caller.call_with_fallback(plan)
         cost = shaping.cost_of(self.cards_by_id, [(reply.expert_id, reply.prompt_tokens, reply.completion_tokens)])
         response = shaping.completion(
@@ -291,7 +308,7 @@ class RouterService:
             reply.choices,
             reply.prompt_tokens,
             reply.completion_tokens,
-            shaping.routing_info(plan.decision, [reply.expert_id], cost),
+            shaping.routing_info(plan.decision, [reply.expert_id], cost, cold_start=plan.cold_start),
         )
         self._log(plan, [reply.expert_id], 200, cost=cost, usage=reply)
         return ChatOutcome(response, [reply.expert_id])

@@ -92,7 +92,8 @@ async def open_stream(caller: ExpertCaller, plan: Plan) -> tuple[str, ExpertDelt
             deltas = caller.backends[expert_id].stream(plan.expert_request).__aiter__()
             resources.push_async_callback(close_quietly, deltas)  # cancels generation nobody reads
             held = HeldStream(deltas, resources)
-            first = await caller.next_delta(expert_id, held)
+            # The first piece may wait for a replica to start (a cold expert): its own deadline then.
+            first = await caller.next_delta(expert_id, held, plan.deadlines.get(expert_id))
             return expert_id, first, held
         except BaseException as exc:
             await resources.aclose()

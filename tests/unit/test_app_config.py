@@ -212,3 +212,13 @@ def test_custom_resources_reach_the_expert_replica_ray_actor_options():
     assert "resources" not in plain.seen["ray_actor_options"]
     message = _message(parse_expert_app_config, {**entry, "resources": {"custom": {"node_b": -1}}})
     assert "resources.custom" in message and "node_b" in message
+
+
+def test_an_expert_autoscaling_config_is_checked_by_serve_and_unknown_keys_are_named():
+    from deployments.app import validate_autoscaling
+
+    validate_autoscaling("experts[1].", {"min_replicas": 0, "max_replicas": 2, "initial_replicas": 0})
+    with pytest.raises(ConfigError, match=r"experts\[1\].autoscaling_config.min_replica: not a Serve"):
+        validate_autoscaling("experts[1].", {"min_replica": 0})
+    with pytest.raises(ConfigError, match=r"experts\[1\].autoscaling_config: max_replicas \(1\) must be"):
+        validate_autoscaling("experts[1].", {"min_replicas": 2, "max_replicas": 1})

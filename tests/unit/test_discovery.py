@@ -35,7 +35,7 @@ def world(monkeypatch):
 
 
 def _scan(finder):
-    return [(config.id, handle) for config, handle in asyncio.run(finder.scan())]
+    return [(d.config.id, d.handle) for d in asyncio.run(finder.scan())]
 
 
 def test_running_experts_are_described_once_per_deploy(world):
@@ -60,9 +60,9 @@ def test_mid_update_keeps_the_old_description_until_the_application_is_running(w
     _scan(finder)
     world["describes"] = {"expert-math": dict(ENTRIES["math"], timeout_s=9)}
     world["apps"] = [ExpertApp("expert-math", "expert-math", 2.0, False)]  # redeploying
-    assert asyncio.run(finder.scan())[0][0].timeout_s == 2
+    assert asyncio.run(finder.scan())[0].config.timeout_s == 2
     world["apps"] = [ExpertApp("expert-math", "expert-math", 2.0, True)]  # update done
-    assert asyncio.run(finder.scan())[0][0].timeout_s == 9
+    assert asyncio.run(finder.scan())[0].config.timeout_s == 9
 
 
 def test_a_new_expert_is_used_only_once_running_and_described(world):
