@@ -115,11 +115,11 @@ class ResidencyCoordinator:
             self._synced = asyncio.get_running_loop().create_task(self._sync())
         await asyncio.shield(self._synced)
 
-    async def acquire(self, expert_id: str, ttl_s: float) -> dict[str, Any]:
+    async def acquire(self, expert_id: str, ttl_s: float, lease_id: str) -> dict[str, Any]:
         if self._discovery is not None and expert_id not in self.handles:
             await self._scan()  # the router found a new expert application before we did
         await self._ready()
-        return await self.book.acquire(expert_id, ttl_s)
+        return await self.book.acquire(expert_id, ttl_s, lease_id)
 
     async def release(self, lease_id: str) -> dict[str, Any]:
         await self._ready()
@@ -144,9 +144,9 @@ class RayCoordinator:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    async def acquire(self, expert_id: str, ttl_s: float) -> dict[str, Any]:
+    async def acquire(self, expert_id: str, ttl_s: float, lease_id: str) -> dict[str, Any]:
         with mapped_errors(expert_id, RAY_ERRORS):
-            return await self.handle.acquire.remote(expert_id, ttl_s)
+            return await self.handle.acquire.remote(expert_id, ttl_s, lease_id)
 
     async def release(self, lease_id: str) -> dict[str, Any]:
         with mapped_errors("residency", RAY_ERRORS):

@@ -7,7 +7,9 @@ global. Here one `LeaseBook` (inside a single coordinator deployment, see
 for a lease on an expert before each call and gives the lease back after. The coordinator is the only
 one that loads or offloads, so the budget holds across replicas and nodes.
 
-A lease carries a time to live: a replica that dies holding one cannot pin an expert for ever.
+A lease carries a time to live: a replica that dies holding one cannot pin an expert for ever. A
+caller that stops waiting for a lease (a fan-out deadline cancels it while the expert loads) gives
+it back by name, and the coordinator refuses it when it would have been granted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,25 +42,37 @@ class LeaseBook:
     def __init__(self, manager: ResidencyManager, clock=time.monotonic) -> None:
         self.manager = manager
         self.leases: dict[str, Lease] = {}
+        # Leases given back before they were granted (the caller stopped waiting: a fan-out deadline,
+        # a client gone) → when to forget that. Granting one of them releases it at once.
+        self.abandoned: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._clock = clock
 
-    async def acquire(self, expert_id: str, ttl_s: float) -> dict[str, Any]:
+    async def acquire(self, expert_id: str, ttl_s: float, lease_id: str | None = None) -> dict[str, Any]:
         """Claim `expert_id` for at most `ttl_s` seconds; returns the lease and this claim's own
-        numbers (its wait, the load it started), so the caller can report them as its own."""
+        numbers (its wait, the load it started), so the caller can report them as its own. `lease_id`
+        is the caller's name for the claim, so it can give it back even if it stops waiting first."""
         self.expire()
+        lease_id = lease_id or f"{expert_id}#{next(self._ids)}"
         record = ResidencyStats()
+        if lease_id in self.abandoned:
+            return {"lease": "", "record": record.snapshot(), "resident": self.manager.resident_ids()}
         await self.manager.acquire(expert_id, record)
-        lease_id = ""
-        if self.manager.manages(expert_id):
-            lease_id = f"{expert_id}#{next(self._ids)}"
+        if not self.manager.manages(expert_id):
+            lease_id = ""
+        elif self.abandoned.pop(lease_id, None) is not None:
+            self.manager.release(expert_id)  # nobody is waiting for it any more
+            lease_id = ""
+        else:
             self.leases[lease_id] = Lease(expert_id, self._clock() + ttl_s)
         return {"lease": lease_id, "record": record.snapshot(), "resident": self.manager.resident_ids()}
 
-    def release(self, lease_id: str) -> dict[str, Any]:
+    def release(self, lease_id: str, ttl_s: float = 3600.0) -> dict[str, Any]:
         lease = self.leases.pop(lease_id, None)
         if lease is not None:
             self.manager.release(lease.expert_id)
+        elif lease_id:
+            self.abandoned[lease_id] = self._clock() + ttl_s  # not granted yet: refuse it when it is
         self.expire()
         return self.state()
 
@@ -68,6 +83,8 @@ class LeaseBook:
         for lease_id in overdue:
             log.warning("lease %s expired without release; giving it back", lease_id)
             self.manager.release(self.leases.pop(lease_id).expert_id)
+        for lease_id in [k for k, until in self.abandoned.items() if until <= now]:
+            del self.abandoned[lease_id]
         return overdue
 
     def state(self) -> dict[str, Any]:
@@ -85,7 +102,7 @@ class LeaseBook:
 class Coordinator(Protocol):
     """The router replica's view of the coordinator (a Serve handle in production, a `LeaseBook` in tests)."""
 
-    async def acquire(self, expert_id: str, ttl_s: float) -> dict[str, Any]: ...
+    async def acquire(self, expert_id: str, ttl_s: float, lease_id: str) -> dict[str, Any]: ...
 
     async def release(self, lease_id: str) -> dict[str, Any]: ...
 
@@ -116,6 +133,7 @@ class SharedResidency:
         self.lease_ttl_s = lease_ttl_s
         self.stats = ResidencyStats()
         self._resident: list[str] = self.managed[:budget]
+        self._pending: set[asyncio.Task] = set()
 
     def manages(self, expert_id: str) -> bool:
         return self.enabled and expert_id in self.managed
@@ -139,16 +157,22 @@ class SharedResidency:
             return
         # The coordinator's own wait has the same deadline; ours adds a margin for the round trip, so
         # the coordinator's 503 (with its reason) normally arrives first.
+        lease_id = f"{expert_id}#{uuid.uuid4().hex}"
         try:
             reply = await asyncio.wait_for(
-                self.coordinator.acquire(expert_id, self.lease_ttl_s), self.wait_timeout_s + 10.0
+                self.coordinator.acquire(expert_id, self.lease_ttl_s, lease_id), self.wait_timeout_s + 10.0
             )
-        except asyncio.TimeoutError:
-            raise ExpertUnavailableError(
-                f"expert '{expert_id}': the residency coordinator did not answer within {self.wait_timeout_s:g} s",
-                code="residency_timeout",
-                headers={"retry-after": str(max(int(self.wait_timeout_s // 10), 1))},
-            ) from None
+        except BaseException as exc:
+            # We stop waiting (deadline, a fan-out deadline's cancel, an error): the coordinator may
+            # still grant the claim later, to nobody. Give it back now; it refuses it when it comes.
+            self._abandon(lease_id)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise ExpertUnavailableError(
+                    f"expert '{expert_id}': the residency coordinator did not answer within {self.wait_timeout_s:g} s",
+                    code="residency_timeout",
+                    headers={"retry-after": str(max(int(self.wait_timeout_s // 10), 1))},
+                ) from None
+            raise
         self._resident = list(reply["resident"])
         claim = reply["record"]
         for stats in [self.stats] if record is None else [self.stats, record]:
@@ -160,7 +184,13 @@ class SharedResidency:
         try:
             yield
         finally:
-            await self._release(reply["lease"])
+            if reply["lease"]:
+                await self._release(reply["lease"])
+
+    def _abandon(self, lease_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._release(lease_id))
+        self._pending.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._pending.discard)
 
     async def _release(self, lease_id: str) -> None:
         try:

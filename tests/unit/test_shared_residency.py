@@ -31,13 +31,14 @@ def anyio_backend():
 
 
 class LocalCoordinator:
-    """The coordinator's interface over a LeaseBook in this process."""
+    """The coordinator's interface over a LeaseBook in this process. Like a remote call, an acquire
+    goes on in the coordinator when its caller stops waiting (its own task, shielded)."""
 
     def __init__(self, book: LeaseBook) -> None:
         self.book = book
 
-    async def acquire(self, expert_id: str, ttl_s: float) -> dict[str, Any]:
-        return await self.book.acquire(expert_id, ttl_s)
+    async def acquire(self, expert_id: str, ttl_s: float, lease_id: str) -> dict[str, Any]:
+        return await asyncio.shield(asyncio.ensure_future(self.book.acquire(expert_id, ttl_s, lease_id)))
 
     async def release(self, lease_id: str) -> dict[str, Any]:
         return self.book.release(lease_id)
@@ -136,22 +137,49 @@ async def test_a_lease_whose_holder_died_expires_so_the_expert_can_be_evicted():
 
 async def test_a_coordinator_that_does_not_answer_in_time_is_a_503_with_retry_after():
     class Silent:
-        async def acquire(self, expert_id: str, ttl_s: float) -> dict[str, Any]:
+        released: list[str] = []
+
+        async def acquire(self, expert_id: str, ttl_s: float, lease_id: str) -> dict[str, Any]:
             await asyncio.sleep(3600)
             raise AssertionError
 
         async def release(self, lease_id: str) -> dict[str, Any]:
-            raise AssertionError
+            self.released.append(lease_id)
+            return {"resident": []}
 
         async def state(self) -> dict[str, Any]:
             raise AssertionError
 
-    shared = SharedResidency(Silent(), managed=EXPERTS, budget=1, wait_timeout_s=0.05, lease_ttl_s=60)
+    coordinator = Silent()
+    shared = SharedResidency(coordinator, managed=EXPERTS, budget=1, wait_timeout_s=0.05, lease_ttl_s=60)
     shared.wait_timeout_s = -9.9  # the client's margin over the coordinator's own deadline is 10 s
     with pytest.raises(ExpertUnavailableError) as refused:
         async with shared.use("text"):
             pass
     assert refused.value.code == "residency_timeout" and "retry-after" in refused.value.headers
+    await asyncio.sleep(0.01)
+    assert len(coordinator.released) == 1  # the claim it stopped waiting for is given back
+
+
+async def test_a_caller_that_stops_waiting_for_a_load_leaves_no_claim_behind():
+    """Seen on the CPU zoo: a top_k=2 request's fan-out deadline (30 s) cancelled the wait for a load
+    (50 s); the coordinator then granted the claim to nobody, and the expert could never be evicted."""
+    engines = {e: OffloadableFakeExpert(e, loaded=e == "math", load_delay_s=0.2) for e in EXPERTS}
+    book = LeaseBook(ResidencyManager(engines, budget=1, load_window_s=0.0, initially_resident=["math"]))
+    shared = SharedResidency(LocalCoordinator(book), managed=EXPERTS, budget=1, wait_timeout_s=5, lease_ttl_s=600)
+
+    async def call_text() -> None:
+        async with shared.use("text"):
+            raise AssertionError("the caller gave up before the load landed")
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(call_text(), 0.05)  # the caller's deadline, shorter than the load
+    await asyncio.sleep(0.4)  # the load lands meanwhile
+    assert engines["text"].loaded
+    assert book.leases == {} and book.manager.in_use["text"] == 0, "a claim was granted to nobody"
+    async with shared.use("general"):  # so text can be evicted at once
+        pass
+    assert engines["general"].loaded and not engines["text"].loaded
 
 
 async def test_a_restarted_coordinator_takes_the_engines_state_and_offloads_beyond_the_budget():
