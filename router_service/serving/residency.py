@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from router_service.errors import CoEError, ExpertUnavailableError
 from router_service.experts.base import ExpertBackend, Offloadable
@@ -66,6 +66,8 @@ class Residency(Protocol):
 
     async def refresh(self) -> None: ...
 
+    def totals(self) -> dict[str, Any]: ...
+
     def use(self, expert_id: str, record: ResidencyStats | None = None) -> AbstractAsyncContextManager[None]: ...
 
 
@@ -106,6 +108,9 @@ class ResidencyManager:
 
     async def refresh(self) -> None:
         """Nothing to do: this manager is the truth."""
+
+    def totals(self) -> dict[str, Any]:
+        return {k: v for k, v in self.stats.snapshot().items() if k != "load_log"}
 
     def manages(self, expert_id: str) -> bool:
         return self.enabled and expert_id in self.managed

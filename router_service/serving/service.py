@@ -167,8 +167,12 @@ class RouterService:
         if self.unresolved:
             report["unresolved"] = self.unresolved
         if self.residency.enabled:
+            try:  # the application's numbers (the coordinator's, under a shared budget)
+                await asyncio.wait_for(self.residency.refresh(), timeout_s)
+            except Exception:
+                report["residency_stale"] = True
             report["resident"] = self.residency.resident_ids()
-            report["residency"] = {k: v for k, v in self.residency.stats.snapshot().items() if k != "load_log"}
+            report["residency"] = self.residency.totals()
         return report
 
     async def decide(self, request: ChatCompletionRequest) -> RoutingDecision | None:

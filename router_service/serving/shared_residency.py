@@ -134,6 +134,7 @@ class SharedResidency:
         self.stats = ResidencyStats()
         self._resident: list[str] = self.managed[:budget]
         self._pending: set[asyncio.Task] = set()
+        self._totals: dict[str, Any] = {k: v for k, v in self.stats.snapshot().items() if k != "load_log"}
 
     def manages(self, expert_id: str) -> bool:
         return self.enabled and expert_id in self.managed
@@ -149,6 +150,12 @@ class SharedResidency:
         if self.enabled:
             state = await asyncio.wait_for(self.coordinator.state(), 10.0)
             self._resident = list(state["resident"])
+            self._totals = state["stats"]
+
+    def totals(self) -> dict[str, Any]:
+        """The application's loads, offloads and waits, every replica's requests together (as of the
+        last `refresh`), not only this replica's claims."""
+        return {k: v for k, v in self._totals.items() if k != "load_log"}
 
     @asynccontextmanager
     async def use(self, expert_id: str, record: ResidencyStats | None = None) -> AsyncIterator[None]:

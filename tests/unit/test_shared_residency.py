@@ -97,6 +97,8 @@ async def test_two_router_replicas_never_hold_more_experts_than_the_budget_betwe
     # Both replicas' requests started loads, and the coordinator counted every one of them once.
     total = sum(e.loads for e in engines.values())
     assert first.residency.stats.loads + second.residency.stats.loads == total == book.manager.stats.loads
+    # /health reports the application's loads (the coordinator's), whichever replica answers it.
+    assert (await first.health())["residency"]["loads"] == total == (await second.health())["residency"]["loads"]
     assert book.leases == {}
 
 
