@@ -38,7 +38,8 @@ class ResidencyCoordinator:
     ) -> None:
         self.settings = settings
         self.book = LeaseBook(self._manager(handles))
-        self._synced: asyncio.Task | None = None
+        # Synced from the engines at start, outside any request (whose cancel would cancel it).
+        self._synced: asyncio.Task | None = asyncio.get_running_loop().create_task(self._sync())
         self._discovery_task = None
         self._scan_lock = asyncio.Lock()
         self._discovery = None
@@ -78,31 +79,31 @@ class ResidencyCoordinator:
                 await self._take_experts(found)
 
     async def _take_experts(self, handles: dict[str, Any]) -> None:
-        """An expert application was added, removed or redeployed: a new manager over the new set, that
-        starts from the engines' real state once the loads under way have landed. Claims held on experts
-        that stay are carried over, so none of them can be evicted mid-call."""
-        old = self.book.manager
-        while old.loading:
-            await asyncio.gather(*old.loading.values(), return_exceptions=True)
-        manager = self._manager(handles)
-        manager.stats = old.stats
-        for expert_id, count in old.in_use.items():
-            if expert_id in manager.in_use:
-                manager.in_use[expert_id] = count
-        self.book.manager = manager
-        self._synced = None
+        """An expert application was added, removed or redeployed. The one manager takes the new set in
+        place (a second manager would let claims waiting on the first load beyond the budget); the new
+        experts' engines say whether they are loaded, and those beyond the budget are offloaded."""
         await self._ready()
+        fresh = [e for e, h in handles.items() if self.handles.get(e) is not h]
+        backends = {e: (RayExpertBackend(e, h) if e in fresh else self.backends[e]) for e, h in handles.items()}
+        states = await asyncio.gather(*(self._is_loaded(e, handles[e]) for e in fresh))
+        self.order, self.handles, self.backends = list(handles), dict(handles), backends
+        extra = self.book.manager.set_experts(backends, [e for e, up in zip(fresh, states) if up])
+        for expert_id in extra:
+            log.warning("expert %s was loaded beyond the budget; offloading it", expert_id)
+            await backends[expert_id].offload()
         log.info("residency coordinator: experts now %s", self.order)
 
-    async def _sync(self) -> None:
-        async def loaded(expert_id: str) -> bool:
-            try:
-                return bool(await asyncio.wait_for(self.handles[expert_id].is_loaded.remote(), 60.0))
-            except Exception:  # unreachable now: counted as not loaded, so a request loads it
-                log.warning("expert %s did not say whether it is loaded", expert_id, exc_info=True)
-                return False
+    @staticmethod
+    async def _is_loaded(expert_id: str, handle: Any) -> bool:
+        try:
+            # Long: an expert replica that is still starting its engine answers when it is up.
+            return bool(await asyncio.wait_for(handle.is_loaded.remote(), 900.0))
+        except Exception:  # unreachable now: counted as not loaded, so a request loads it
+            log.warning("expert %s did not say whether it is loaded", expert_id, exc_info=True)
+            return False
 
-        states = await asyncio.gather(*(loaded(e) for e in self.order))
+    async def _sync(self) -> None:
+        states = await asyncio.gather(*(self._is_loaded(e, self.handles[e]) for e in self.order))
         extra = self.book.manager.adopt(e for e, up in zip(self.order, states) if up)
         for expert_id in extra:
             log.warning("expert %s was loaded beyond the budget; offloading it", expert_id)
@@ -110,10 +111,12 @@ class ResidencyCoordinator:
         log.info("residency coordinator: resident %s", self.book.manager.resident_ids())
 
     async def _ready(self) -> None:
-        # Once, before the first answer; a failed sync is retried by the next call.
-        if self._synced is None or (self._synced.done() and self._synced.exception() is not None):
-            self._synced = asyncio.get_running_loop().create_task(self._sync())
-        await asyncio.shield(self._synced)
+        # Once, before the first answer; a failed or cancelled sync is retried by the next call. (A
+        # sync started inside a request is cancelled with it: Serve cancels a cancelled request's calls.)
+        synced = self._synced
+        if synced is None or (synced.done() and (synced.cancelled() or synced.exception() is not None)):
+            synced = self._synced = asyncio.get_running_loop().create_task(self._sync())
+        await asyncio.shield(synced)
 
     async def acquire(self, expert_id: str, ttl_s: float, lease_id: str) -> dict[str, Any]:
         if self._discovery is not None and expert_id not in self.handles:

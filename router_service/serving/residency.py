@@ -88,6 +88,7 @@ class ResidencyManager:
         self.offloadable = {e: b for e, b in self.backends.items() if isinstance(b, Offloadable)}
         self.managed = [e for e, b in self.backends.items() if can_offload(b)]
         self.budget = budget if budget is not None else len(self.backends)
+        self._has_budget = budget is not None
         self.enabled = budget is not None and budget < len(self.managed)
         self.load_window_s = load_window_s
         self.wait_timeout_s = wait_timeout_s
@@ -134,9 +135,36 @@ class ResidencyManager:
             await self._acquire(expert_id, record)
 
     def release(self, expert_id: str) -> None:
-        if self.manages(expert_id) and self.in_use[expert_id] > 0:
+        if self.manages(expert_id) and self.in_use.get(expert_id, 0) > 0:
             self.in_use[expert_id] -= 1
             self._notify()
+
+    def set_experts(self, backends: Mapping[str, ExpertBackend], loaded: Iterable[str]) -> list[str]:
+        """The set of experts changed (the split form: an expert application added, removed or
+        redeployed), in place, so claims and loads under way stay on this one manager. Experts that stay
+        keep their state. A new one (or one whose backend changed) is resident when its engine says it
+        is loaded and there is room; the ones beyond the budget are returned, for the caller to offload."""
+        loaded_set = set(loaded)
+        fresh = [e for e, b in backends.items() if self.backends.get(e) is not b]
+        for expert_id in [*fresh, *(e for e in self.backends if e not in backends)]:
+            self.resident.pop(expert_id, None)
+        self.backends = dict(backends)
+        self.offloadable = {e: b for e, b in self.backends.items() if isinstance(b, Offloadable)}
+        self.managed = [e for e, b in self.backends.items() if can_offload(b)]
+        self.in_use = {e: self.in_use.get(e, 0) for e in self.backends}
+        if not self._has_budget:
+            self.budget = len(self.backends)
+        self.enabled = self._has_budget and self.budget < len(self.managed)
+        extra = []
+        for expert_id in fresh:
+            if expert_id not in loaded_set or expert_id not in self.managed:
+                continue
+            if len(self.resident) + len(self.loading) + len(self.unloading) < self.budget:
+                self.resident[expert_id] = None
+            else:
+                extra.append(expert_id)
+        self._notify()
+        return extra
 
     def adopt(self, loaded: Iterable[str]) -> list[str]:
         """Take the engines' real state as the truth (a coordinator that restarted asks them): the
@@ -224,7 +252,8 @@ class ResidencyManager:
                 await self.offloadable[expert_id].load()
             for stats in self._records(record):
                 stats.add_switch(expert_id, victim is not None, time.perf_counter() - started)
-            self.resident[expert_id] = None
+            if expert_id in self.backends:  # not removed (set_experts) while it loaded
+                self.resident[expert_id] = None
             future.set_result(None)
         except BaseException as exc:  # a failed load must wake its waiters with the error
             if victim is not None:

@@ -289,7 +289,10 @@ class RouterService:
                 f"a batch holds at most {limit} requests, got {len(items)}", param="requests", code="batch_too_large"
             )
         agg = self.config.aggregation
-        await self.residency.refresh()  # the batch runs resident experts first: ask what they are now
+        try:  # the batch runs resident experts first: ask what they are now
+            await asyncio.wait_for(self.residency.refresh(), 10.0)
+        except Exception:  # only the order suffers from a stale view; each call still takes its lease
+            log.warning("could not refresh what is resident; ordering the batch by the last known state")
         steps = BatchSteps(
             plan=self.planner.plan,
             execute=self.execute,

@@ -101,3 +101,15 @@ def faulty_app(ray_serve) -> str:
         expert["timeout_s"] = 1.0
     fakes = {"math": {"fail": True}, "text": {"delay_s": 3.0}, "general": {}}
     return deploy(ray_serve, args, fakes, name="faulty", route_prefix="/faulty")
+
+
+def assert_answered_despite_kill(victim_results, victim: str, bystander_results, bystander: str) -> None:
+    """After `victim`'s replica was killed mid-flight: the bystander's requests are untouched, every
+    request for the victim got a 200, and those it could not answer name it in `routing.fallback`."""
+    assert all(r.status_code == 200 for r in bystander_results)
+    assert all(r.headers["x-coe-experts"] == bystander for r in bystander_results)
+    for r in victim_results:
+        assert r.status_code == 200, r.text  # routed requests fall back to the next-best expert
+        if r.headers["x-coe-experts"] != victim:
+            assert r.json()["routing"]["fallback"][0]["expert"] == victim
+    assert any(r.headers["x-coe-experts"] != victim for r in victim_results), "the kill hit no request"

@@ -115,6 +115,14 @@ def test_a_budget_in_the_split_form_holds_across_replicas_and_a_newly_added_expe
     _wait_for_models(base, set(EXPERTS))
     deploy_apps(ray_serve, [expert_app(POETRY)])
     _wait_for_models(base, {*EXPERTS, "poetry"})
+    # Each router replica discovers on its own: wait until both serve the new expert.
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < 2:
+        models = httpx.get(f"{base}/v1/models", timeout=10)
+        if "poetry" in {m["id"] for m in models.json()["data"]}:
+            seen.add(models.headers["x-coe-replica"])
+        assert time.monotonic() < deadline, f"replicas serving poetry: {seen}"
 
     models = [m for m in (*EXPERTS, "poetry") for _ in range(6)]
     with futures.ThreadPoolExecutor(24) as pool:

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.serve.conftest import assert_answered_despite_kill
 from tests.unit.helpers import config_dict
 
 pytestmark = pytest.mark.serve
@@ -36,7 +37,7 @@ RAY = str(Path(sys.executable).parent / "ray")
 APP = "two-nodes"
 # expert → the custom resource of the node it is pinned to
 PINS = {"math": "node_head", "general": "node_head", "text": "node_worker"}
-START_TIMEOUT_S = 120
+START_TIMEOUT_S = 300  # a loaded CI machine took over 120 s for the head once
 DEPLOY_TIMEOUT_S = 180
 
 # Inside the cluster: waits until the fake expert reports a request inside its answer, then SIGKILLs
@@ -356,13 +357,7 @@ def test_two_nodes_pin_experts_serve_one_endpoint_and_survive_a_node_losing_its_
         if killer.poll() is None:
             killer.kill()
         killer.wait(timeout=60)
-    assert all(r.status_code == 200 for r in math_results)
-    assert all(r.headers["x-coe-experts"] == "math" for r in math_results)
-    for r in text_results:
-        assert r.status_code == 200, r.text  # routed requests fall back to the next-best expert
-        if r.headers["x-coe-experts"] != "text":
-            assert r.json()["routing"]["fallback"][0]["expert"] == "text"
-    assert any(r.headers["x-coe-experts"] != "text" for r in text_results)
+    assert_answered_despite_kill(text_results, "text", math_results, "math")
 
     # Serve starts a new replica, on the worker node again (only it has node_worker), and it answers.
     deadline = time.monotonic() + 120

@@ -189,3 +189,27 @@ async def test_a_restarted_coordinator_takes_the_engines_state_and_offloads_beyo
     manager = ResidencyManager(engines, budget=1, load_window_s=0.0, initially_resident=[])
     extra = manager.adopt(e for e in EXPERTS if engines[e].loaded)
     assert manager.resident_ids() == ["math"] and extra == ["text"]
+
+
+async def test_an_expert_added_while_claims_wait_comes_under_the_same_budget():
+    """The split form's coordinator takes a new expert application in place: a claim already waiting
+    and the new expert's claims share one manager, so the engines never hold more than the budget."""
+    engines = {e: OffloadableFakeExpert(e, loaded=e == "math", load_delay_s=0.05) for e in ("math", "text")}
+    manager = ResidencyManager(engines, budget=1, load_window_s=0.0, initially_resident=["math"])
+    book = LeaseBook(manager)
+    held = await book.acquire("math", ttl_s=60)
+    waiting = asyncio.create_task(book.acquire("text", ttl_s=60))  # waits for math's slot
+    await asyncio.sleep(0.01)
+    engines["poetry"] = OffloadableFakeExpert("poetry", loaded=True)  # deployed loaded: beyond the budget
+    engines["general"] = OffloadableFakeExpert("general", loaded=False)
+    assert manager.set_experts(engines, loaded=["poetry"]) == ["poetry"]
+    await engines["poetry"].offload()  # what the coordinator does with the returned experts
+    book.release(held["lease"])
+    text = await waiting
+    book.release(text["lease"])
+    for expert_id in ("general", "poetry", "math"):
+        book.release((await book.acquire(expert_id, ttl_s=60))["lease"])
+    # Poetry's span from its deployment to the coordinator's offload is the deployment's, not a load.
+    del engines["poetry"].timeline[:2]
+    assert most_loaded_at_once(engines) == 1
+    assert engines["general"].loads == engines["poetry"].loads == 1
