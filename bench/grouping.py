@@ -9,6 +9,8 @@ Two modes:
     python bench/grouping.py --requests 24 --experts 4 --budget 2
     python bench/grouping.py --requests 16 --top-k2 8 --synthesize --experts 5 --budget 2
     python bench/grouping.py --endpoint http://127.0.0.1:8000 --requests 8 --top-k2 4
+    (after `serve run deployments/coe-residency.yaml`, or coe-residency-synthesize.yaml, where the
+    generalist merges every top_k=2 item and so must be loaded after both candidates)
 """
 
 from __future__ import annotations
@@ -172,7 +174,11 @@ def main() -> None:
     parser.add_argument("--load-s", type=float, default=0.2, help="simulated load time (fake mode)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-k2", type=int, default=0, help="also this many routed items with top_k=2")
-    parser.add_argument("--synthesize", action="store_true", help="fake mode: top_k items merged by a synthesizer")
+    parser.add_argument(
+        "--synthesize",
+        action="store_true",
+        help="fake mode: top_k items merged by a synthesizer (endpoint mode: the deployment's aggregation decides)",
+    )
     parser.add_argument("--endpoint", help="measure a running deployment instead of fakes")
     args = parser.parse_args()
     results = endpoint_mode(args) if args.endpoint else asyncio.run(fake_mode(args))

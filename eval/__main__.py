@@ -18,7 +18,7 @@ from eval.offline import OfflineConfigError
 from router_service.data.loaders import DatasetError, TableFormatError, load_prices, load_tables
 from router_service.data.scoring import SCORING_RULES
 from router_service.errors import CoEError, RoutingError
-from router_service.routing.embedding import DEFAULT_EMBEDDER, EMBEDDER_BACKENDS
+from router_service.routing.embedding import DEFAULT_EMBEDDER, EMBEDDER_BACKENDS, EMBEDDER_KEEP
 from router_service.routing.grading import GRADERS
 
 
@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"prompt embedder (default {DEFAULT_EMBEDDER}; 'hashing-256' for a fast one)",
     )
+    offline.add_argument(
+        "--embedder-keep",
+        default="head",
+        choices=EMBEDDER_KEEP,
+        help="which end of a prompt longer than the embedder's window to embed (default head, as "
+        "sentence-transformers does; 'tail' keeps a few-shot prompt's question)",
+    )
     offline.add_argument("--seed", type=int, default=0, metavar="N", help="seed for CV shuffle and random baseline")
     offline.add_argument(
         "--grid",
@@ -72,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=11,
         metavar="N",
         help="number of λ points in [0, 1] for trade-off strategies (default 11)",
+    )
+    offline.add_argument(
+        "--grid-spacing",
+        choices=("linear", "geometric"),
+        default="linear",
+        help="λ points evenly spaced (default), or 0 then geometric from 0.001 to 1: denser at small λ, "
+        "where a table whose priciest model costs far more than the rest makes its trade-offs",
     )
     offline.add_argument(
         "--scoring",
@@ -152,10 +166,9 @@ def run_online_command(args: argparse.Namespace) -> int:
 
 
 def run_offline_command(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from eval.embed_cache import CachedEmbedder
-    from eval.offline import markdown_table, report_rows, run_offline, write_outputs
+    from eval.offline import lambda_grid, markdown_table, report_rows, run_offline, write_outputs
     from router_service.routing.embedding import make_embedder
 
     if args.test and args.cv is not None:
@@ -167,8 +180,8 @@ def run_offline_command(args: argparse.Namespace) -> int:
     prices = load_prices(args.prices) if args.prices else None
     train = load_tables(args.train, prices=prices, models=args.models)
     test = load_tables(args.test, prices=prices, models=train.models) if args.test else None
-    embedder = CachedEmbedder(make_embedder(args.embedder, backend=args.embedder_backend))
-    lambdas = tuple(np.round(np.linspace(0.0, 1.0, args.grid), 4).tolist())
+    embedder = CachedEmbedder(make_embedder(args.embedder, backend=args.embedder_backend, keep=args.embedder_keep))
+    lambdas = lambda_grid(args.grid, args.grid_spacing)
     results = run_offline(
         train,
         test,

@@ -44,6 +44,21 @@ from router_service.routing.strategies.baselines import best_single_index
 # Rule-based or reference routers: evaluated as baselines, not as default strategies.
 BASELINE_STRATEGIES = frozenset({"fixed", "keyword", "random", "best_single"})
 DEFAULT_LAMBDAS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
+
+
+def lambda_grid(points: int, spacing: str = "linear") -> tuple[float, ...]:
+    """`points` λ values in [0, 1]: evenly spaced, or 0 then geometric from 0.001 to 1.
+
+    λ weighs cost normalised by the priciest model's mean cost, so when the cheap models cost a few
+    percent of it (RouterBench: 1.6–8.4% of GPT-4's) most trade-offs happen below λ ≈ 0.2, between
+    two points of an even grid; a geometric grid samples that stretch."""
+    if points < 2:
+        raise ValueError("a λ grid needs at least 2 points")
+    if spacing == "geometric":
+        return (0.0, *np.round(np.geomspace(1e-3, 1.0, points - 1), 5).tolist())
+    return tuple(np.round(np.linspace(0.0, 1.0, points), 4).tolist())
+
+
 DEFAULT_COST_WEIGHT = 0.5
 
 
@@ -225,6 +240,7 @@ def run_offline(
             "categories": categories,
             "seed": seed,
             "embedder": getattr(embedder, "name", None),
+            "embedder_keep": getattr(embedder, "keep", "head") if embedder is not None else None,
             "embed_seconds": round(embed_seconds, 3),
             "lambdas": list(lambdas),
             "run_seconds": round(time.perf_counter() - started, 3),

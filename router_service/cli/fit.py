@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from router_service.data.scoring import SCORING_RULES
-from router_service.routing.embedding import DEFAULT_EMBEDDER, EMBEDDER_BACKENDS
+from router_service.routing.embedding import DEFAULT_EMBEDDER, EMBEDDER_BACKENDS, EMBEDDER_KEEP
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedder",
         default=DEFAULT_EMBEDDER,
         help=f"embedder name (default {DEFAULT_EMBEDDER}; 'hashing-256' for a quick fake)",
+    )
+    parser.add_argument(
+        "--embedder-keep",
+        default="head",
+        choices=EMBEDDER_KEEP,
+        help="which end of a prompt longer than the embedder's window to embed (recorded in the artifact; "
+        "'tail' keeps a few-shot prompt's question)",
     )
     parser.add_argument(
         "--param",
@@ -114,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     if strategy.needs_embedding:
-        strategy.set_embedder(make_embedder(args.embedder, backend=args.embedder_backend))
+        strategy.set_embedder(make_embedder(args.embedder, backend=args.embedder_backend, keep=args.embedder_keep))
 
     started = time.perf_counter()
     try:

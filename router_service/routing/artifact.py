@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from router_service.errors import ConfigError
-from router_service.routing.embedding import embedder_fingerprint
+from router_service.routing.embedding import embedder_fingerprint, embedder_keep
 from router_service.routing.strategies.base import RoutingStrategy
 
 ARTIFACT_FORMAT = "coe-router-artifact"
@@ -47,16 +47,18 @@ def save_artifact(
     path: str | os.PathLike,
     *,
     embedder_name: str | None = None,
+    embedder_keep_end: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write `strategy` (fitted) to `path` atomically and return the path.
 
-    `embedder_name` overrides the injected embedder's name (for strategies fitted on precomputed
-    embeddings without an embedder object).
+    `embedder_name` and `embedder_keep_end` override the injected embedder's name and kept end (for
+    strategies fitted on precomputed embeddings without an embedder object).
     """
     strategy.check_fitted()
     embedder = getattr(strategy, "embedder", None)
     name = embedder_name or (getattr(embedder, "name", None) if embedder is not None else None)
+    keep = embedder_keep_end or embedder_keep(embedder)
     state = copy.copy(strategy)  # shallow: only the embedder reference differs from the live object
     state.embedder = None
     payload = {
@@ -67,6 +69,8 @@ def save_artifact(
         "fitted_experts": list(strategy.fitted_experts) if strategy.fitted_experts is not None else None,
         "embedder": name if strategy.needs_embedding else None,
         "embedder_sha256": embedder_fingerprint(name) if strategy.needs_embedding and name else None,
+        # Which end of a long prompt was embedded: part of the vector space, like the name.
+        "embedder_keep": keep if strategy.needs_embedding else None,
         "params": {k: v for k, v in strategy.get_params().items() if _plain(v)},
         "versions": _versions(),
         "metadata": dict(metadata or {}),
@@ -144,6 +148,7 @@ def load_artifact(path: str | os.PathLike, embedder: Any = None, *, strategy: st
         )
     if state.needs_embedding:
         recorded = payload.get("embedder")
+        keep = payload.get("embedder_keep") or "head"  # artifacts written before it was recorded kept the head
         if embedder is None:
             if recorded is None:
                 raise ConfigError(
@@ -151,11 +156,17 @@ def load_artifact(path: str | os.PathLike, embedder: Any = None, *, strategy: st
                 )
             from router_service.routing.embedding import make_embedder
 
-            embedder = make_embedder(recorded)
+            embedder = make_embedder(recorded, keep=keep)
         elif recorded is not None and getattr(embedder, "name", recorded) != recorded:
             raise ConfigError(
                 f"router artifact '{path}' was fitted with embedder '{recorded}', not "
                 f"'{getattr(embedder, 'name', None)}'",
+                code="artifact_embedder",
+            )
+        elif embedder_keep(embedder) != keep:
+            raise ConfigError(
+                f"router artifact '{path}' was fitted on the {keep} of long prompts, but the embedder given "
+                f"keeps the {embedder_keep(embedder)}",
                 code="artifact_embedder",
             )
         wanted = payload.get("embedder_sha256")

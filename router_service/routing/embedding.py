@@ -18,6 +18,22 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 # Written by `python -m zoo.router_encoder` into the folder of a router-trained encoder.
 ROUTER_ENCODER_RECORD = "router-encoder.json"
 ENCODER_WEIGHTS = "model.safetensors"
+# Which end of a prompt longer than the encoder's window (256 tokens for MiniLM) is embedded. "head" is
+# sentence-transformers' own behaviour. "tail" keeps the end, where a few-shot prompt puts its question:
+# RouterBench's ARC and Winogrande prompts are 5-shot (median 2,000 and 1,400 characters), so their
+# heads are the same few examples and embed to one vector per task (README "Routing quality").
+EMBEDDER_KEEP = ("head", "tail")
+
+
+def check_keep(keep: str) -> str:
+    if keep not in EMBEDDER_KEEP:
+        raise ValueError(f"unknown embedder keep {keep!r}; known: {', '.join(EMBEDDER_KEEP)}")
+    return keep
+
+
+def keep_suffix(keep: str) -> str:
+    """What a cache key adds for `keep`: nothing for the default, so cached head vectors stay valid."""
+    return "" if keep == "head" else f"+{keep}"
 
 
 def embedder_fingerprint(name: str) -> str | None:
@@ -36,6 +52,11 @@ def embedder_fingerprint(name: str) -> str | None:
     return digest.hexdigest()
 
 
+def embedder_keep(embedder: object) -> str:
+    """The end of a long prompt `embedder` embeds ("head" for embedders that do not say)."""
+    return getattr(embedder, "keep", "head")
+
+
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows (or one vector) scaled to unit L2 norm, as float32; zero rows stay zero."""
     v = np.asarray(vectors, dtype=np.float32)
@@ -46,6 +67,7 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 @runtime_checkable
 class Embedder(Protocol):
     name: str
+    # Optional `keep` attribute ("head" when absent) and `with_keep(keep)`, a copy keeping the other end.
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return an (n, dim) float32 array of L2-normalised embeddings."""
@@ -55,11 +77,17 @@ class SentenceTransformerEmbedder:
     """sentence-transformers model loaded lazily from a local path (default: the all-MiniLM-L6-v2 wheel)."""
 
     def __init__(
-        self, name: str = DEFAULT_EMBEDDER, path: str | None = None, batch_size: int = 64, device: str = "cpu"
+        self,
+        name: str = DEFAULT_EMBEDDER,
+        path: str | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        keep: str = "head",
     ) -> None:
         self.name = name
+        self.keep = check_keep(keep)
         fingerprint = None if path else embedder_fingerprint(name)
-        self.cache_key = f"{name}@{fingerprint[:16]}" if fingerprint else name
+        self.cache_key = (f"{name}@{fingerprint[:16]}" if fingerprint else name) + keep_suffix(keep)
         self.path = path
         self.batch_size = batch_size
         self.device = device
@@ -81,8 +109,14 @@ class SentenceTransformerEmbedder:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(self._resolve_path(), device=self.device)
+                model = SentenceTransformer(self._resolve_path(), device=self.device)
+                # A fast tokenizer truncates from this side; special tokens are added after, so [CLS] stays.
+                model.tokenizer.truncation_side = "left" if self.keep == "tail" else "right"
+                self._model = model
         return self._model
+
+    def with_keep(self, keep: str) -> SentenceTransformerEmbedder:
+        return SentenceTransformerEmbedder(self.name, self.path, self.batch_size, self.device, keep=keep)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         model = self._load()
@@ -99,10 +133,15 @@ class SentenceTransformerEmbedder:
 class HashingEmbedder:
     """Deterministic bag of hashed word and character n-grams; no model files, same vector for same text."""
 
-    def __init__(self, dim: int = 256) -> None:
+    def __init__(self, dim: int = 256, keep: str = "head") -> None:
         self.dim = dim
         self.name = f"hashing-{dim}"
+        # No window: every word counts whichever end is kept; `keep` is recorded so artifacts match.
+        self.keep = check_keep(keep)
         self.cache_key = self.name
+
+    def with_keep(self, keep: str) -> HashingEmbedder:
+        return HashingEmbedder(self.dim, keep=keep)
 
     def _features(self, text: str) -> list[str]:
         lowered = text.lower()
@@ -125,21 +164,23 @@ class HashingEmbedder:
 EMBEDDER_BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 
 
-def make_embedder(name: str = DEFAULT_EMBEDDER, backend: str = "torch", path: str | None = None) -> Embedder:
-    """The embedder called `name`, run by `backend`.
+def make_embedder(
+    name: str = DEFAULT_EMBEDDER, backend: str = "torch", path: str | None = None, keep: str = "head"
+) -> Embedder:
+    """The embedder called `name`, run by `backend`, embedding the `keep` end of a long prompt.
 
     `torch` is sentence-transformers. The others run the graph that `python -m zoo.embedder_export` made
     from the packaged MiniLM (at `path`, default `models/embedders/all-MiniLM-L6-v2-onnx`). They keep the
     name, because an artifact fitted with one backend routes with another (their agreement is measured
     by `bench/embedder_backends.py`), and they differ in `cache_key`, so cached vectors never mix."""
     if name.startswith("hashing-"):
-        return HashingEmbedder(dim=int(name.split("-", 1)[1]))
+        return HashingEmbedder(dim=int(name.split("-", 1)[1]), keep=keep)
     if backend == "torch":
-        return SentenceTransformerEmbedder(name=name, path=path)
+        return SentenceTransformerEmbedder(name=name, path=path, keep=keep)
     if backend not in EMBEDDER_BACKENDS:
         raise ValueError(f"unknown embedder backend {backend!r}; known: {', '.join(EMBEDDER_BACKENDS)}")
     if name != DEFAULT_EMBEDDER:
         raise ValueError(f"embedder backend {backend!r} runs only the exported {DEFAULT_EMBEDDER}, not {name!r}")
     from router_service.routing.onnx_embedder import OnnxEmbedder
 
-    return OnnxEmbedder(backend, path=path)
+    return OnnxEmbedder(backend, path=path, keep=keep)

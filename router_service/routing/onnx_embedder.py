@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from router_service.routing.embedding import check_keep, keep_suffix
+
 DEFAULT_EXPORT_DIR = "models/embedders/all-MiniLM-L6-v2-onnx"
 BACKENDS = {
     "onnx": ("onnxruntime", "model.onnx"),
@@ -38,7 +40,9 @@ BACKENDS = {
 class OnnxEmbedder:
     """Embeds with an exported graph; loads lazily, thread-safe, same vectors as the torch embedder."""
 
-    def __init__(self, backend: str = "onnx", path: str | None = None, threads: int = 0, batch_size: int = 64) -> None:
+    def __init__(
+        self, backend: str = "onnx", path: str | None = None, threads: int = 0, batch_size: int = 64, keep: str = "head"
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedder backend {backend!r}; known: {', '.join(BACKENDS)}")
         self.backend = backend
@@ -47,10 +51,16 @@ class OnnxEmbedder:
         self.batch_size = 1 if backend.endswith("-int8") else batch_size
         # The model's name (artifacts record it); the backend shows in the cache key.
         self.name = "all-MiniLM-L6-v2"
-        self.cache_key = f"{self.name}@{backend}"
+        self.keep = check_keep(keep)
+        self.cache_key = f"{self.name}@{backend}{keep_suffix(keep)}"
         self._lock = threading.Lock()
         self._run = None
         self._tokenizer = None
+
+    def with_keep(self, keep: str) -> OnnxEmbedder:
+        return OnnxEmbedder(
+            self.backend, path=str(self.path), threads=self.threads, batch_size=self.batch_size, keep=keep
+        )
 
     def _load(self):
         with self._lock:
@@ -63,7 +73,9 @@ class OnnxEmbedder:
 
                 settings = json.loads((self.path / "tokenizer_settings.json").read_text())
                 tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
-                tokenizer.enable_truncation(max_length=int(settings["max_seq_length"]))
+                tokenizer.enable_truncation(
+                    max_length=int(settings["max_seq_length"]), direction="left" if self.keep == "tail" else "right"
+                )
                 tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - the pad token, not a secret
                 runtime, graph = BACKENDS[self.backend]
                 self._run = self._onnxruntime(graph) if runtime == "onnxruntime" else self._openvino(graph)

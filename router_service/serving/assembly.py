@@ -13,7 +13,7 @@ from pathlib import Path
 from router_service.config.service import RouterConfig, ServiceConfig
 from router_service.errors import ConfigError, UnknownParameterError
 from router_service.experts.base import ExpertBackend
-from router_service.routing.embedding import Embedder, make_embedder
+from router_service.routing.embedding import Embedder, embedder_keep, make_embedder
 from router_service.routing.strategies.base import RoutingStrategy, strategy_class
 from router_service.routing.strategies.rules import FixedStrategy, KeywordStrategy
 from router_service.serving.metrics import Metrics
@@ -80,14 +80,14 @@ def check_artifacts(router: RouterConfig) -> None:
 
 
 def load_strategy_artifact(
-    path: str, config: ServiceConfig, embedder_for: Callable[[str], Embedder], field: str = "router.artifact"
+    path: str, config: ServiceConfig, embedder_for: Callable[[str, str], Embedder], field: str = "router.artifact"
 ) -> RoutingStrategy:
     from router_service.routing.artifact import expert_mismatch
 
     strategy = _load_artifact(path, field)
     if strategy.embedder is not None:
-        # Strategies fitted with the same embedder share one loaded model.
-        strategy.set_embedder(embedder_for(strategy.embedder.name))
+        # Strategies fitted with the same embedder (and kept end) share one loaded model.
+        strategy.set_embedder(embedder_for(strategy.embedder.name, embedder_keep(strategy.embedder)))
     mismatch = expert_mismatch(strategy, config.expert_ids)
     removed, added = mismatch["missing"], mismatch["unknown"]
     if removed:
@@ -127,12 +127,17 @@ def build_strategies(
     router = config.router
     if embedder_factory is None:
         embedder_factory = partial(configured_embedder, router=router)
-    embedders: dict[str, Embedder] = {}
+    embedders: dict[tuple[str, str], Embedder] = {}
 
-    def embedder_for(name: str) -> Embedder:
-        if name not in embedders:
-            embedders[name] = embedder_factory(name)
-        return embedders[name]
+    def embedder_for(name: str, keep: str = "head") -> Embedder:
+        if (name, keep) not in embedders:
+            embedder = embedder_factory(name)
+            if embedder_keep(embedder) != keep:
+                if not hasattr(embedder, "with_keep"):
+                    raise ConfigError(f"router.artifact: embedder '{name}' cannot embed the {keep} of long prompts")
+                embedder = embedder.with_keep(keep)
+            embedders[(name, keep)] = embedder
+        return embedders[(name, keep)]
 
     strategies: dict[str, RoutingStrategy] = {}
     fitted = []

@@ -118,7 +118,7 @@ def test_default_router_is_fitted_for_exactly_the_served_experts_at_their_prices
 
 
 def test_shipped_cpu_configs_validate():
-    for name in ("coe.yaml", "coe-tiny.yaml", "coe-residency.yaml"):
+    for name in ("coe.yaml", "coe-tiny.yaml", "coe-residency.yaml", "coe-residency-synthesize.yaml"):
         config = load_serve_config(REPO / "deployments" / name)
         assert all(e.resources.num_gpus == 0 for e in config.experts)
 

@@ -96,3 +96,28 @@ def test_a_missing_export_fails_with_the_command_that_makes_it(tmp_path):
 def test_backends_run_only_the_packaged_model():
     with pytest.raises(ValueError, match="only the exported"):
         make_embedder("/some/other/model", backend="onnx")
+
+
+# A few-shot prompt as RouterBench writes them: the same examples first, the question last, and longer
+# than MiniLM's 256-token window.
+FEW_SHOT = "".join(f"Question: what colour is object number {i}?\nA) red\nB) blue\nAnswer: A\n\n" for i in range(30))
+LONG_PROMPTS = [FEW_SHOT + "Question: which planet is closest to the sun?", FEW_SHOT + "Question: how do I bake bread?"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_keeping_the_tail_embeds_a_few_shot_prompts_question(backend, export_dir):
+    path = str(export_dir) if backend != "torch" else None
+    head = make_embedder(backend=backend, path=path).encode(LONG_PROMPTS)
+    tail = make_embedder(backend=backend, path=path, keep="tail").encode(LONG_PROMPTS)
+    # The head of both prompts is the same examples: one vector. The tail holds the two questions.
+    assert float(head[0] @ head[1]) > 0.9999
+    assert float(tail[0] @ tail[1]) < 0.95
+    short = make_embedder(backend=backend, path=path, keep="tail").encode(PROMPTS[:3])
+    assert np.allclose(short, make_embedder(backend=backend, path=path).encode(PROMPTS[:3]), atol=1e-5)
+
+
+def test_the_tail_has_its_own_cache_key(export_dir):
+    for backend, path in (("torch", None), ("onnx", str(export_dir))):
+        head, tail = make_embedder(backend=backend, path=path), make_embedder(backend=backend, path=path, keep="tail")
+        assert head.name == tail.name and head.cache_key != tail.cache_key
+        assert tail.keep == "tail" and head.with_keep("tail").cache_key == tail.cache_key
