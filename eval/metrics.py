@@ -167,6 +167,34 @@ def bootstrap_intervals(
     return {"pooled": interval(pooled), "macro": interval(means.mean(axis=0)) if tasks is not None else None}
 
 
+def task_zero_router_curve(table: RoutingTable) -> np.ndarray:
+    """The best pooled (cost, quality) curve of a router that knows only each prompt's task.
+
+    Within a task it can do no better than the zero router (the hull of the single models); across
+    tasks it spends a budget where quality rises fastest: start every task at its cheapest hull point,
+    then take the tasks' hull segments in order of decreasing slope (quality per $, pooled). Computed
+    on the table it scores, so it is an in-sample ceiling: a router beating it pooled has per-prompt
+    signal within a task. Empty when the table has no tasks or no costs.
+    """
+    if table.categories is None or not table.has_costs or len(table) == 0:
+        return np.zeros((0, 2))
+    labels = np.asarray(table.categories)
+    start = np.zeros(2)
+    segments: list[tuple[float, float, float]] = []
+    for task in sorted(set(table.categories)):
+        rows = np.flatnonzero(labels == task)
+        part = table.subset(rows)
+        weight = len(rows) / len(table)  # a task's mean quality counts by its share of the prompts
+        hull = nondecreasing_hull([[o.cost, o.quality * weight] for o in single_model_points(part).values()])
+        start += hull[0]
+        for a, b in zip(hull[:-1], hull[1:]):
+            segments.append(((b[1] - a[1]) / (b[0] - a[0]), b[0] - a[0], b[1] - a[1]))
+    points = [start.copy()]
+    for _, d_cost, d_quality in sorted(segments, key=lambda seg: -seg[0]):
+        points.append(points[-1] + (d_cost, d_quality))
+    return np.array(points)
+
+
 def per_task_aiq(
     table: RoutingTable, sweeps: dict[str, np.ndarray], tradeoff: set[str]
 ) -> dict[str, dict[str, float | None]]:

@@ -347,6 +347,7 @@ def _summarise(
     aiq_per_task = metrics.per_task_aiq(evaluated, sweeps, set(sweeps))
     bs_model = Counter(best_single_models).most_common(1)[0][0]
     hull = metrics.nondecreasing_hull(single_points)
+    task_curve = metrics.task_zero_router_curve(evaluated)
     return {
         "n_train": len(train),
         "n_test": len(evaluated),
@@ -366,6 +367,11 @@ def _summarise(
             "zero_router": {
                 "aiq": metrics.aiq(single_points, max_cost) if aiq_defined else None,
                 "hull": hull.tolist(),
+            },
+            # Per-task zero routers mixed at the best pooled rate: the ceiling of task-only routing.
+            "task_zero_router": {
+                "aiq": metrics.aiq(task_curve, max_cost) if len(task_curve) else None,
+                "curve": task_curve.tolist(),
             },
         },
         "single_models": {
@@ -457,6 +463,9 @@ def report_rows(results: Mapping[str, Any]) -> list[list[str]]:
         ),
         row("zero_router (hull of single models)", None, None, base["zero_router"]["aiq"], None),
     ]
+    task_aiq = base.get("task_zero_router", {}).get("aiq")
+    if task_aiq is not None:
+        rows.append(row("task_zero_router (per-task hulls, best mix; in-sample)", None, None, task_aiq, None))
     for name, s in results["strategies"].items():
         label = f"{name} (λ={s['cost_weight']})" if s.get("has_tradeoff") else name
         rows.append(

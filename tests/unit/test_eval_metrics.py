@@ -143,3 +143,23 @@ def test_zero_router_aiq_from_single_models() -> None:
     assert ref == 6
     # Hull (2, 0.5)-(4, 0.75), flat to 6: 1.25 + 1.5 = 2.75 → 2.75 / 6.
     assert metrics.aiq(points, ref) == pytest.approx(2.75 / 6)
+
+
+def test_task_zero_router_mixes_per_task_hulls_at_the_best_pooled_rate() -> None:
+    # Task a: the cheap model is as good as the pricey one. Task b: only the pricey model is right.
+    two_tasks = RoutingTable(
+        prompts=["a1", "a2", "b1", "b2"],
+        models=["cheap", "pricey"],
+        scores=np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]),
+        costs=np.array([[1.0, 10.0]] * 4),
+        categories=["a", "a", "b", "b"],
+    )
+    curve = metrics.task_zero_router_curve(two_tasks)
+    # Both tasks start cheap (cost 4, quality 0.5); then only task b moves to the pricey model (+18 $, +0.5).
+    assert curve.tolist() == [[4.0, 0.5], [22.0, 1.0]]
+    singles = [[o.cost, o.quality] for o in metrics.single_model_points(two_tasks).values()]
+    assert singles == [[4.0, 0.5], [40.0, 1.0]]
+    # Against the shared reference cost 40: (18 · 0.75 + 18 · 1.0) / 40, and the zero router 36 · 0.75 / 40.
+    assert metrics.aiq(curve, 40.0) == pytest.approx(0.7875)
+    assert metrics.aiq(singles, 40.0) == pytest.approx(0.675)
+    assert len(metrics.task_zero_router_curve(table([[1.0, 0.0]], costs=[[1.0, 2.0]]))) == 0  # no tasks
