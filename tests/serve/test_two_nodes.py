@@ -99,6 +99,9 @@ class TwoNodes:
             PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
             # Explicit, so a token another local Ray left in ~/.ray does not switch this cluster to token auth.
             RAY_AUTH_MODE="disabled",
+            # A raylet on a loaded 2-core machine can take over the default 60 s to register with the GCS
+            # (seen once in a CI run that shared the cores): give it the whole start budget.
+            RAY_raylet_start_wait_time_s=str(START_TIMEOUT_S),
             RAY_USAGE_STATS_ENABLED="0",
             RAY_SERVE_LOG_TO_STDERR="0",
         )
