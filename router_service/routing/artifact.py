@@ -47,18 +47,17 @@ def save_artifact(
     path: str | os.PathLike,
     *,
     embedder_name: str | None = None,
-    embedder_keep_end: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write `strategy` (fitted) to `path` atomically and return the path.
 
-    `embedder_name` and `embedder_keep_end` override the injected embedder's name and kept end (for
-    strategies fitted on precomputed embeddings without an embedder object).
+    `embedder_name` overrides the injected embedder's name (for strategies fitted on precomputed
+    embeddings without an embedder object, which embedded the head of long prompts).
     """
     strategy.check_fitted()
     embedder = getattr(strategy, "embedder", None)
     name = embedder_name or (getattr(embedder, "name", None) if embedder is not None else None)
-    keep = embedder_keep_end or embedder_keep(embedder)
+    keep = embedder_keep(embedder)
     state = copy.copy(strategy)  # shallow: only the embedder reference differs from the live object
     state.embedder = None
     payload = {
