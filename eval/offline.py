@@ -37,13 +37,13 @@ from router_service.data.loaders import estimate_tokens
 from router_service.data.scoring import apply_scoring
 from router_service.data.table import RoutingTable
 from router_service.domain import ExpertCard, Query
-from router_service.routing.embedding import Embedder
+from router_service.routing.embedding import Embedder, embedder_keep
 from router_service.routing.strategies.base import RoutingStrategy, get_strategy, known_strategies, strategy_class
 from router_service.routing.strategies.baselines import best_single_index
 
 # Rule-based or reference routers: evaluated as baselines, not as default strategies.
 BASELINE_STRATEGIES = frozenset({"fixed", "keyword", "random", "best_single"})
-DEFAULT_LAMBDAS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
+DEFAULT_COST_WEIGHT = 0.5
 
 
 def lambda_grid(points: int, spacing: str = "linear") -> tuple[float, ...]:
@@ -59,7 +59,7 @@ def lambda_grid(points: int, spacing: str = "linear") -> tuple[float, ...]:
     return tuple(np.round(np.linspace(0.0, 1.0, points), 4).tolist())
 
 
-DEFAULT_COST_WEIGHT = 0.5
+DEFAULT_LAMBDAS = lambda_grid(11)
 
 
 class OfflineConfigError(ValueError):
@@ -240,7 +240,7 @@ def run_offline(
             "categories": categories,
             "seed": seed,
             "embedder": getattr(embedder, "name", None),
-            "embedder_keep": getattr(embedder, "keep", "head") if embedder is not None else None,
+            "embedder_keep": embedder_keep(embedder) if embedder is not None else None,
             "embed_seconds": round(embed_seconds, 3),
             "lambdas": list(lambdas),
             "run_seconds": round(time.perf_counter() - started, 3),
