@@ -167,7 +167,8 @@ def run_online_command(args: argparse.Namespace) -> int:
 
 def run_offline_command(args: argparse.Namespace) -> int:
     from eval.embed_cache import CachedEmbedder
-    from eval.offline import lambda_grid, markdown_table, report_rows, run_offline, write_outputs
+    from eval.offline import lambda_grid, run_offline
+    from eval.report import markdown_table, report_rows, write_outputs
     from router_service.routing.embedding import make_embedder
 
     if args.test and args.cv is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval import offline
+from eval import offline, report
 from eval.__main__ import main
 from eval.embed_cache import CachedEmbedder
 from router_service.data.table import RoutingTable
@@ -189,11 +189,11 @@ def test_write_outputs(tmp_path: Path, tiny_registered) -> None:
         embedder=HashingEmbedder(32),
         lambdas=(0.0, 0.5, 1.0),
     )
-    paths = offline.write_outputs(results, tmp_path / "out")
+    paths = report.write_outputs(results, tmp_path / "out")
     assert json.loads(paths["results"].read_text())["n_test"] == 20
-    report = paths["report"].read_text()
+    report_text = paths["report"].read_text()
     for word in ("oracle", "best_single", "random", "zero_router", "tiny", "gap to oracle", "missing"):
-        assert word in report
+        assert word in report_text
     assert paths["pareto"].stat().st_size > 10_000
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eval import metrics, offline
+from eval import metrics, offline, report
 from router_service.data.scoring import apply_scoring
 from router_service.data.table import RoutingTable
 
@@ -74,9 +74,9 @@ def test_offline_results_carry_the_rule_per_task_and_macro(tmp_path):
     assert oracle["per_task"] == {"gsm8k": pytest.approx(0.4), "mmlu": 1.0}
     assert math.isclose(oracle["macro_quality"], 0.7)
     assert "macro_quality" in results["strategies"]["best_single"]
-    paths = offline.write_outputs(results, tmp_path, plot=False)
-    report = paths["report"].read_text()
-    assert "## Per task (scoring: accuracy" in report and "| oracle | 0.4000 | 1 | 0.7000 |" in report
+    paths = report.write_outputs(results, tmp_path, plot=False)
+    report_text = paths["report"].read_text()
+    assert "## Per task (scoring: accuracy" in report_text and "| oracle | 0.4000 | 1 | 0.7000 |" in report_text
 
 
 def test_bootstrap_intervals_by_hand():
