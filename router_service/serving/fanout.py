@@ -7,8 +7,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from router_service.domain import ExpertReply
+from router_service.api import shaping
+from router_service.domain import ExpertCard, ExpertReply, RoutingDecision
 from router_service.errors import CoEError
+from router_service.serving.aggregation.base import AggregationResult
 
 
 @dataclass
@@ -50,3 +52,32 @@ def dropped_entry(expert_id: str, exc: BaseException) -> dict[str, str]:
     if isinstance(exc, CoEError):
         return {"expert": expert_id, "reason": exc.code or exc.error_type, "message": exc.message}
     return {"expert": expert_id, "reason": "error", "message": f"{type(exc).__name__}: {exc}"}
+
+
+def merged_routing(
+    decision: RoutingDecision | None,
+    cards_by_id: dict[str, ExpertCard],
+    fan: FanoutResult,
+    merged: AggregationResult,
+    answered: list[str],
+) -> dict[str, Any]:
+    """`routing` of an answer merged from a fan-out: who answered, who was dropped, and what it cost.
+    An aggregator that called experts itself (a synthesizer) reports only the totals, so its own
+    tokens are those totals less what the candidates spent."""
+    parts = [(r.expert_id, r.prompt_tokens, r.completion_tokens) for r in fan.replies]
+    for extra in merged.extra_experts:
+        parts.append(
+            (
+                extra,
+                max(merged.prompt_tokens - sum(p for _, p, _ in parts), 0),
+                max(merged.completion_tokens - sum(c for _, _, c in parts), 0),
+            )
+        )
+    return shaping.routing_info(
+        decision,
+        answered,
+        shaping.cost_of(cards_by_id, parts),
+        answered=[r.expert_id for r in fan.replies],
+        dropped=fan.dropped,
+        aggregation=merged.details,
+    )

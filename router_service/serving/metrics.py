@@ -1,11 +1,21 @@
-"""Metric hooks the service calls. The core only knows this interface; `deployments/metrics.py` backs it
-with Ray Serve's Prometheus metrics, tests with `RecordingMetrics`."""
+"""Metric hooks the service calls, and the one JSON log line per request. The core only knows the
+`Metrics` interface; `deployments/metrics.py` backs it with Ray Serve's Prometheus metrics, tests with
+`RecordingMetrics`."""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from router_service.serving.planning import Plan
+
+log = logging.getLogger("coe.router")
 
 
 @dataclass(frozen=True)
@@ -105,3 +115,52 @@ class RecordingMetrics(NullMetrics):
 
     def completed(self, summary: RequestSummary) -> None:
         self.summaries.append(summary)
+
+
+def log_request(
+    metrics: Metrics,
+    plan: Plan,
+    experts: Sequence[str],
+    status: int,
+    *,
+    cost: float | None = None,
+    usage: Any = None,
+    stream: bool = False,
+    cache: str | None = None,
+) -> None:
+    """Count the request for every expert that ran and for the request as a whole, and log it as one
+    JSON line (ids, strategy, status and latency; never the prompt)."""
+    if cache != "hit":  # a cached answer called no expert
+        for expert in experts:
+            metrics.request(expert, status)
+    decision = plan.decision
+    summary = RequestSummary(
+        request_id=plan.request_id,
+        strategy=decision.strategy if decision else "direct",
+        experts=tuple(experts),
+        chosen=tuple(decision.expert_ids) if decision else (),
+        scores=dict(decision.scores) if decision else {},
+        status=status,
+        latency_ms=round((time.perf_counter() - plan.started) * 1000, 1),
+        cost=cost,
+        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        cache=cache,
+        fallback=bool(decision and decision.fallback),
+        stream=stream,
+        key_name=plan.caller,
+    )
+    metrics.completed(summary)
+    log.info(
+        json.dumps(
+            {
+                "event": "request",
+                "request_id": summary.request_id,
+                "strategy": summary.strategy,
+                "experts": list(experts),
+                "status": status,
+                "latency_ms": summary.latency_ms,
+                "key": summary.key_name,
+            }
+        )
+    )

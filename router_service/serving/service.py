@@ -8,9 +8,7 @@ strategies own the choice; backends own generation. Each step lives in its own m
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +23,13 @@ from router_service.gateway.semantic_cache import CacheHit
 from router_service.routing.embedding import Embedder
 from router_service.routing.embedding_batcher import MicroBatchingEmbedder
 from router_service.routing.strategies.base import RoutingStrategy
-from router_service.serving.aggregation import AggregationResult, make_aggregator
+from router_service.serving.aggregation import make_aggregator
 from router_service.serving.batch import BatchItem, BatchSteps, run_batch
 from router_service.serving.caching import AnswerCache, Probe, collected_choices, replay
 from router_service.serving.calls import ExpertCaller
 from router_service.serving.cold_start import ColdStarts
-from router_service.serving.fanout import FanoutResult
-from router_service.serving.metrics import Metrics, NullMetrics, RequestSummary
+from router_service.serving.fanout import FanoutResult, merged_routing
+from router_service.serving.metrics import Metrics, NullMetrics, log_request
 from router_service.serving.planning import Plan, Planner
 from router_service.serving.residency import Residency, ResidencyManager
 from router_service.serving.skill_annotation import ServedSkillAnnotator
@@ -212,7 +210,7 @@ class RouterService:
         response = shaping.completion(
             plan.model, list(answer.choices), answer.prompt_tokens, answer.completion_tokens, routing
         )
-        self._log(plan, answer.experts, 200, cost=0.0, cache="hit")
+        log_request(self.metrics, plan, answer.experts, 200, cost=0.0, cache="hit")
         return ChatOutcome(response, list(answer.experts), cache_hit=True)
 
     def _cached_routing(self, plan: Plan, hit: CacheHit) -> dict[str, Any]:
@@ -233,7 +231,7 @@ class RouterService:
 
         def ended(status: int) -> None:
             usage.ended = True
-            self._log(plan, hit.answer.experts, status, cost=0.0, stream=True, cache="hit")
+            log_request(self.metrics, plan, hit.answer.experts, status, cost=0.0, stream=True, cache="hit")
 
         routing = self._cached_routing(plan, hit)
         return StreamOutcome(
@@ -266,7 +264,7 @@ class RouterService:
             usage.cost = shaping.cost_of(self.cards_by_id, [(expert_id, usage.prompt_tokens, usage.completion_tokens)])
             usage.ended = True
             self._store_streamed(probe, [expert_id], usage, plan, status)
-            self._log(plan, [expert_id], status, cost=usage.cost, usage=usage, stream=True)
+            log_request(self.metrics, plan, [expert_id], status, cost=usage.cost, usage=usage, stream=True)
 
         return StreamOutcome(
             [expert_id],
@@ -317,29 +315,8 @@ class RouterService:
             reply.completion_tokens,
             shaping.routing_info(plan.decision, [reply.expert_id], cost, cold_start=plan.cold_start),
         )
-        self._log(plan, [reply.expert_id], 200, cost=cost, usage=reply)
+        log_request(self.metrics, plan, [reply.expert_id], 200, cost=cost, usage=reply)
         return ChatOutcome(response, [reply.expert_id])
-
-    def _aggregate_routing(
-        self, plan: Plan, fan: FanoutResult, agg_result: AggregationResult, answered: list[str]
-    ) -> dict[str, Any]:
-        parts = [(r.expert_id, r.prompt_tokens, r.completion_tokens) for r in fan.replies]
-        for extra in agg_result.extra_experts:
-            parts.append(
-                (
-                    extra,
-                    max(agg_result.prompt_tokens - sum(p for _, p, _ in parts), 0),
-                    max(agg_result.completion_tokens - sum(c for _, _, c in parts), 0),
-                )
-            )
-        return shaping.routing_info(
-            plan.decision,
-            answered,
-            shaping.cost_of(self.cards_by_id, parts),
-            answered=[r.expert_id for r in fan.replies],
-            dropped=fan.dropped,
-            aggregation=agg_result.details,
-        )
 
     async def _execute_aggregated(self, plan: Plan) -> ChatOutcome:
         return await self._finish_aggregated(plan, await self.caller.gather(plan, self.config.aggregation.deadline_s))
@@ -352,7 +329,7 @@ class RouterService:
         scores = plan.decision.scores if plan.decision else {}
         result = await self.aggregator.aggregate(plan.expert_request, fan.replies, scores, self._claim(plan))
         answered = [r.expert_id for r in fan.replies] + result.extra_experts
-        routing = self._aggregate_routing(plan, fan, result, answered)
+        routing = merged_routing(plan.decision, self.cards_by_id, fan, result, answered)
         response = shaping.completion(
             plan.model,
             [ExpertChoice(result.text, result.finish_reason)],
@@ -360,7 +337,7 @@ class RouterService:
             result.completion_tokens,
             routing,
         )
-        self._log(plan, answered, 200, cost=routing.get("cost"), usage=response.usage)
+        log_request(self.metrics, plan, answered, 200, cost=routing.get("cost"), usage=response.usage)
         return ChatOutcome(response, answered)
 
     def _claim(self, plan: Plan):
@@ -385,7 +362,7 @@ class RouterService:
         iterator = deltas.__aiter__()
         source = result.extra_experts[0] if result.extra_experts else answered[0]
         first = await self.caller.next_delta(source, iterator)
-        routing = self._aggregate_routing(plan, fan, result, answered)
+        routing = merged_routing(plan.decision, self.cards_by_id, fan, result, answered)
         if probe is not None:
             routing["cache"] = "miss"
         # The candidates' tokens are known now; the streamed source's own are counted as they arrive.
@@ -411,7 +388,7 @@ class RouterService:
             usage.completion_tokens = sum(c for _, _, c in spent)
             usage.ended = True
             self._store_streamed(probe, [r.expert_id for r in fan.replies], usage, plan, status)
-            self._log(plan, answered, status, cost=usage.cost, usage=usage, stream=True)
+            log_request(self.metrics, plan, answered, status, cost=usage.cost, usage=usage, stream=True)
 
         return StreamOutcome(
             answered,
@@ -425,50 +402,4 @@ class RouterService:
                 final_routing if result.extra_experts else None,
             ),
             usage,
-        )
-
-    def _log(
-        self,
-        plan: Plan,
-        experts: Sequence[str],
-        status: int,
-        *,
-        cost: float | None = None,
-        usage: Any = None,
-        stream: bool = False,
-        cache: str | None = None,
-    ) -> None:
-        if cache != "hit":  # a cached answer called no expert
-            for expert in experts:
-                self.metrics.request(expert, status)
-        decision = plan.decision
-        summary = RequestSummary(
-            request_id=plan.request_id,
-            strategy=decision.strategy if decision else "direct",
-            experts=tuple(experts),
-            chosen=tuple(decision.expert_ids) if decision else (),
-            scores=dict(decision.scores) if decision else {},
-            status=status,
-            latency_ms=round((time.perf_counter() - plan.started) * 1000, 1),
-            cost=cost,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            cache=cache,
-            fallback=bool(decision and decision.fallback),
-            stream=stream,
-            key_name=plan.caller,
-        )
-        self.metrics.completed(summary)
-        log.info(
-            json.dumps(
-                {
-                    "event": "request",
-                    "request_id": summary.request_id,
-                    "strategy": summary.strategy,
-                    "experts": list(experts),
-                    "status": status,
-                    "latency_ms": summary.latency_ms,
-                    "key": summary.key_name,
-                }
-            )
         )
