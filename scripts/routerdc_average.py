@@ -1,7 +1,8 @@
 """Print each method's average over RouterDC's five in-distribution tasks from an eval results.json.
 
 RouterDC (arXiv 2409.19886) reports the unweighted mean of per-task accuracy over MMLU, GSM8K, CMMLU,
-ARC-C and HumanEval; model7's training tables add ARC-Easy, which this average leaves out.
+ARC-C and HumanEval; model7's training tables add ARC-Easy, which this average leaves out. The last
+line is the ceiling of a router that is told each prompt's task.
 Usage: python scripts/routerdc_average.py out/model7-cv5-accuracy/results.json
 """
 
@@ -20,6 +21,12 @@ def main(path: str) -> None:
     print(f"scoring: {results.get('scoring', 'raw')}; average over {', '.join(TASKS)}")
     for name, row in rows.items():
         print(f"{100 * sum(row['per_task'][t] for t in TASKS) / len(TASKS):6.2f}  {name}")
+    # The best a router told each prompt's task could do: that task's best single model, chosen on the
+    # very prompts it is scored on (in-sample, so it flatters).
+    singles = results["single_models"].values()
+    best = {t: max(row["per_task"][t] for row in singles) for t in TASKS}
+    print(f"{100 * sum(best.values()) / len(TASKS):6.2f}  each task's best single model (in-sample)")
+    print("        " + ", ".join(f"{t} {best[t]:.4f}" for t in TASKS))
 
 
 if __name__ == "__main__":
