@@ -164,6 +164,9 @@ class RouterService:
         report: dict[str, Any] = {"status": status, "experts": experts, "strategy": self.default_strategy}
         if self.unresolved:
             report["unresolved"] = self.unresolved
+        unrouted = self.unrouted()
+        if unrouted:
+            report["unrouted"] = unrouted
         if self.residency.enabled:
             try:  # the application's numbers (the coordinator's, under a shared budget)
                 await asyncio.wait_for(self.residency.refresh(), timeout_s)
@@ -172,6 +175,18 @@ class RouterService:
             report["resident"] = self.residency.resident_ids()
             report["residency"] = self.residency.totals()
         return report
+
+    def unrouted(self) -> dict[str, list[str]]:
+        """Deployed experts a fitted strategy never picks, because it was fitted without them (an expert
+        added since): strategy → expert ids. They stay reachable directly and through other strategies."""
+        gaps = {}
+        for name, strategy in self.strategies.items():
+            fitted = strategy.fitted_experts
+            if fitted is not None:
+                missing = [e for e in self.config.expert_ids if e not in fitted]
+                if missing:
+                    gaps[name] = missing
+        return gaps
 
     async def decide(self, request: ChatCompletionRequest) -> RoutingDecision | None:
         """The routing decision the service would make for `request` (None for a direct expert call)."""

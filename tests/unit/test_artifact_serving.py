@@ -38,6 +38,7 @@ def ask(content, **kw):
 async def test_category_artifact_routes_and_explains(tmp_path):
     service = service_with(fitted_artifact(tmp_path / "c.joblib"))
     async with make_client(service) as c:
+        assert "unrouted" not in (await c.get("/health")).json()  # fitted on every deployed expert
         math = (await c.post("/v1/chat/completions", json=ask("what is 12 plus 30 sum the numbers"))).json()
         word = (await c.post("/v1/chat/completions", json=ask("reverse the word tomato and spell it backwards"))).json()
     assert math["routing"]["experts"] == ["math"] and word["routing"]["experts"] == ["text"]
@@ -61,6 +62,8 @@ async def test_added_expert_is_never_routed_to_and_warned_about(tmp_path, caplog
         service = service_with(artifact)
     assert "general" in caplog.text and "not routed to until the artifact is refitted" in caplog.text
     async with make_client(service) as c:
+        health = (await c.get("/health")).json()
+        assert health["unrouted"] == {"category": ["general"]}  # said where an operator looks, too
         for prompt in ("what is 1 plus 2 sum the numbers", "reverse the word cat", "hello there", "x y z"):
             body = (await c.post("/v1/chat/completions", json=ask(prompt))).json()
             assert "general" not in body["routing"]["chosen"]
