@@ -22,7 +22,7 @@ from deployments.residency_coordinator import RayCoordinator
 from router_service.api.app import create_app
 from router_service.config.apps import RouterAppConfig, compose_service_config
 from router_service.config.service import ExpertConfig, RouterConfig, parse_service_config
-from router_service.errors import ExpertUnavailableError
+from router_service.errors import ConfigError, ExpertUnavailableError
 from router_service.serving.activity import ActivityLog, TeeMetrics
 from router_service.serving.assembly import build_service, configured_embedder
 from router_service.serving.residency import Residency
@@ -76,6 +76,10 @@ class RouterDeployment:
         self._residency: SharedResidency | None = None
         self._coordinator = RayCoordinator(residency) if residency is not None else None
         self.cold: set[str] = set()  # experts discovered at zero replicas (autoscaled to zero)
+        # The discovered experts the router's settings cannot serve (split form), and why: kept out of
+        # the service, reported by /health, and not rebuilt again until the set or the settings change.
+        self.refused: dict[str, Any] | None = None
+        self._refused_experts: list[ExpertConfig] | None = None
         if discovery is not None:
             self.app_config = RouterAppConfig.model_validate({**self.base_config, "discovery": discovery})
             self.server = self.app_config.server
@@ -92,6 +96,7 @@ class RouterDeployment:
             return
         service = self._build(router, self.experts, self.backends)
         self.router = router
+        self._refused_experts = None  # new settings may serve the refused set: the next scan retries it
         self._install(service)
         log.info("router reconfigured: %s", {k: router.get(k) for k in ("strategy", "artifact", "cost_weight")})
 
@@ -138,6 +143,7 @@ class RouterDeployment:
         if service is not None:
             service.unresolved = unresolved
             service.cold = set(self.cold)
+            service.refused = self.refused
             if unresolved:
                 log.warning("router settings name experts that are not deployed: %s", unresolved)
         self.service = service
@@ -173,11 +179,20 @@ class RouterDeployment:
             self.service.cold = set(self.cold)
         experts = [d.config for d in found]
         if experts == self.experts:
+            if self.refused is not None:  # back to the set it serves (the refused application is gone)
+                self._refuse(None)
             return
+        if experts == self._refused_experts:
+            return  # refused already; retried when the set or the router's settings change
         backends = {d.config.id: RayExpertBackend(d.config.id, d.handle) for d in found}
         router = self.router
-        # Off the event loop: loading artifacts must not stall requests in flight.
-        built = await asyncio.to_thread(self._build, router, experts, backends) if router else (None, {})
+        try:
+            # Off the event loop: loading artifacts must not stall requests in flight.
+            built = await asyncio.to_thread(self._build, router, experts, backends) if router else (None, {})
+        except ConfigError as exc:
+            self._refuse(experts, exc)
+            return
+        self._refuse(None)
         before = {e.id for e in self.experts}
         self.experts, self.backends = experts, backends
         if router is not None and self.router is router:
@@ -187,9 +202,30 @@ class RouterDeployment:
         now = {e.id for e in experts}
         log.info("experts now %s (added %s, removed %s)", sorted(now), sorted(now - before), sorted(before - now))
 
+    def _refuse(self, experts: list[ExpertConfig] | None, exc: ConfigError | None = None) -> None:
+        """The router's settings cannot serve this set of expert applications (an artifact fitted on
+        none of them, an expert sized against the memory budget): keep serving the last set it could,
+        and say so in /health. `experts=None`: nothing is refused any more."""
+        self._refused_experts = experts
+        self.refused = None if experts is None else {"experts": [e.id for e in experts], "error": str(exc)}
+        if self.refused is not None:
+            log.error(
+                "router refuses the deployed experts %s and keeps serving %s: %s",
+                self.refused["experts"],
+                [e.id for e in self.experts],
+                exc,
+            )
+        if self.service is not None:
+            self.service.refused = self.refused
+
     # -- HTTP ---------------------------------------------------------------------------------
     def _current_service(self):
         if self.service is None:
+            if self.refused is not None:
+                raise ExpertUnavailableError(
+                    f"the router refuses the deployed experts {self.refused['experts']}: {self.refused['error']}",
+                    code="experts_refused",
+                )
             raise ExpertUnavailableError("no expert application is running yet")
         return self.service
 

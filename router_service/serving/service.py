@@ -121,6 +121,9 @@ class RouterService:
         self.cold_starts = ColdStarts(config.router, self.backends, timeouts)
         # Router settings naming an expert that is not deployed (split deployment): field → expert id.
         self.unresolved: dict[str, str] = {}
+        # Expert applications discovered since, that these settings cannot serve (split deployment):
+        # {"experts": [...], "error": why}. This service keeps the set it was built for.
+        self.refused: dict[str, Any] | None = None
 
     @property
     def cold(self) -> set[str]:
@@ -159,11 +162,13 @@ class RouterService:
         experts = dict(zip(self.backends, results))
         up = [r["status"] == "ok" for r in results]
         status = "ok" if all(up) else ("degraded" if any(up) else "unavailable")
-        if status == "ok" and self.unresolved:
+        if status == "ok" and (self.unresolved or self.refused):
             status = "degraded"
         report: dict[str, Any] = {"status": status, "experts": experts, "strategy": self.default_strategy}
         if self.unresolved:
             report["unresolved"] = self.unresolved
+        if self.refused:
+            report["refused"] = self.refused
         unrouted = self.unrouted()
         if unrouted:
             report["unrouted"] = unrouted

@@ -14,6 +14,7 @@ import pytest
 from tests.serve.conftest import deploy_apps, wait_healthy
 from tests.serve.test_operations import _ask, _replica_actors
 from tests.unit.helpers import assert_openai_error, config_dict
+from tests.unit.routing_fixtures import fitted_artifact
 
 pytestmark = pytest.mark.serve
 
@@ -162,3 +163,66 @@ def test_bad_router_or_expert_args_fail_that_application_naming_the_field(ray_se
         assert "resources.num_cpus" in _wait_failed(ray_serve, "badexpert-poetry")
     finally:
         deploy_apps(ray_serve, [], remove=("badrouter", "badexpert-poetry"))
+
+
+def _wait_health(base: str, done, timeout_s: float = 120) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{base}/health", timeout=5)
+            if done(last):
+                return last
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"/health never got there: {last.text if last is not None else 'no answer'}")
+
+
+def test_experts_the_router_cannot_serve_are_refused_out_loud_then_served_once_they_fit(ray_serve, tmp_path_factory):
+    """A category artifact fitted on math and text cannot route among experts it has never seen. With
+    only `general` deployed, the router refuses that set and says so where a client looks (/health and
+    every request: 503 naming the artifact), not only in its log. Deploying `math` gives it a set it
+    can serve; /health then lists `general` as deployed but not routed to by the artifact. Removing
+    `math` again is refused while the router keeps the set it served; its return ends the refusal."""
+    artifact = fitted_artifact(tmp_path_factory.mktemp("refuse") / "category.joblib", models=["math", "text"])
+    experts = {e["id"]: e for e in config_dict()["experts"]}
+    router = _router_app()
+    router["name"], router["route_prefix"] = "refuse", "/refuse"
+    router["args"]["router"].update(strategy="category", artifact=str(artifact))
+    router["args"]["discovery"]["app_prefix"] = "refuse-"
+
+    def expert(expert_id: str) -> dict:
+        app = _expert_app(experts[expert_id])
+        app["name"] = f"refuse-{expert_id}"
+        return app
+
+    base = "http://127.0.0.1:8765/refuse"
+    try:
+        deploy_apps(ray_serve, [router, expert("general")])
+        refused = _wait_health(base, lambda r: r.status_code == 503 and "refuses" in r.text)
+        assert_openai_error(refused, 503)
+        message = refused.json()["error"]["message"]
+        assert "['general']" in message and "router.artifact" in message, message
+        asked = _ask(base, "what is 21 plus 9 sum the numbers")
+        assert_openai_error(asked, 503)
+        assert asked.json()["error"]["code"] == "experts_refused"
+
+        deploy_apps(ray_serve, [expert("math")])
+        served = _wait_health(base, lambda r: r.status_code == 200).json()
+        assert "refused" not in served and served["status"] == "ok", served
+        assert served["unrouted"] == {"category": ["general"]}
+        routed = _ask(base, "what is 21 plus 9 sum the numbers")
+        assert routed.status_code == 200 and routed.headers["x-coe-experts"] == "math", routed.text
+
+        # Back to a set it cannot serve: it keeps the last one it could, and says why.
+        deploy_apps(ray_serve, [], remove=("refuse-math",))
+        kept = _wait_health(base, lambda r: r.status_code == 200 and "refused" in r.json()).json()
+        assert kept["status"] == "degraded" and kept["refused"]["experts"] == ["general"], kept
+        assert "router.artifact" in kept["refused"]["error"]
+        deploy_apps(ray_serve, [expert("math")])
+        healed = _wait_health(base, lambda r: r.status_code == 200 and "refused" not in r.json()).json()
+        assert healed["status"] == "ok", healed
+        assert _ask(base, "what is 21 plus 9 sum the numbers").headers["x-coe-experts"] == "math"
+    finally:
+        deploy_apps(ray_serve, [], remove=("refuse", "refuse-general", "refuse-math"))
