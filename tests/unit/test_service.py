@@ -101,6 +101,15 @@ async def test_models_and_health():
         assert health["experts"] == {e: {"status": "ok", "resident": True} for e in ("math", "text", "general")}
 
 
+async def test_health_is_degraded_while_discovered_experts_are_refused():
+    service, _ = make_service()
+    service.refused = {"experts": ["poetry"], "error": "experts[0].num_replicas: must be 1"}
+    async with make_client(service) as c:
+        health = (await c.get("/health")).json()
+    assert health["status"] == "degraded"  # every expert it serves is fine, but one deployed is not served
+    assert health["refused"] == service.refused
+
+
 async def test_bug3_health_reports_each_expert_as_ok_degraded_or_unavailable():
     """Bug 3: /health gave booleans per expert where the README promises statuses."""
     service, _ = make_service(fakes={"text": {"fail": True}})
