@@ -283,19 +283,25 @@ def _serve_config(cluster: TwoNodes) -> dict:
     }
 
 
-def _wait_serving(cluster: TwoNodes, base: str) -> dict[str, list[dict]]:
+def _health_ok(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=5).json().get("status") == "ok"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _wait_serving(cluster: TwoNodes, *bases: str) -> dict[str, list[dict]]:
+    """Until the application runs every replica and each node's proxy answers /health: a proxy actor
+    can be listed on its node before its HTTP server listens."""
     deadline = time.monotonic() + DEPLOY_TIMEOUT_S
     wanted = {"router", *(f"expert-{e}" for e in PINS)}
     while True:
         details = cluster.serve_details()
         replicas = _running_replicas(details)
         status = details.get("applications", {}).get(APP, {}).get("status")
-        if status == "RUNNING" and all(replicas.get(name) for name in wanted):
-            try:
-                if httpx.get(f"{base}/health", timeout=5).json().get("status") == "ok":
-                    return replicas
-            except (httpx.HTTPError, ValueError):
-                pass
+        running = status == "RUNNING" and all(replicas.get(name) for name in wanted)
+        if running and all(_health_ok(base) for base in bases):
+            return replicas
         assert status != "DEPLOY_FAILED", details["applications"][APP]
         assert time.monotonic() < deadline, f"{APP} did not come up: {details.get('applications')}"
         time.sleep(1)
@@ -311,7 +317,8 @@ def test_two_nodes_pin_experts_serve_one_endpoint_and_survive_a_node_losing_its_
 
     cluster.deploy(_serve_config(cluster))
     head = f"http://127.0.0.1:{cluster.http_head}"
-    replicas = _wait_serving(cluster, head)
+    worker = f"http://127.0.0.1:{cluster.http_worker}"
+    replicas = _wait_serving(cluster, head, worker)
 
     # (a) Each expert's replica runs on the node whose resource it asked for; a proxy runs on each node.
     for expert, resource in PINS.items():
@@ -319,7 +326,6 @@ def test_two_nodes_pin_experts_serve_one_endpoint_and_survive_a_node_losing_its_
     assert set(nodes.values()) <= set(cluster.serve_details()["proxies"])
 
     # (b) One endpoint, answered by experts on both nodes; the worker node's own proxy serves too.
-    worker = f"http://127.0.0.1:{cluster.http_worker}"
     for base in (head, worker):
         for prompt, expert in (("please sum 1 and 2", "math"), ("reverse the word", "text")):
             r = _ask(base, prompt)
