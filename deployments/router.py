@@ -180,7 +180,7 @@ class RouterDeployment:
         experts = [d.config for d in found]
         if experts == self.experts:
             if self.refused is not None:  # back to the set it serves (the refused application is gone)
-                self._refuse(None)
+                self._set_refused(None)
             return
         if experts == self._refused_experts:
             return  # refused already; retried when the set or the router's settings change
@@ -190,9 +190,9 @@ class RouterDeployment:
             # Off the event loop: loading artifacts must not stall requests in flight.
             built = await asyncio.to_thread(self._build, router, experts, backends) if router else (None, {})
         except ConfigError as exc:
-            self._refuse(experts, exc)
+            self._set_refused(experts, exc)
             return
-        self._refuse(None)
+        self._set_refused(None)
         before = {e.id for e in self.experts}
         self.experts, self.backends = experts, backends
         if router is not None and self.router is router:
@@ -202,7 +202,7 @@ class RouterDeployment:
         now = {e.id for e in experts}
         log.info("experts now %s (added %s, removed %s)", sorted(now), sorted(now - before), sorted(before - now))
 
-    def _refuse(self, experts: list[ExpertConfig] | None, exc: ConfigError | None = None) -> None:
+    def _set_refused(self, experts: list[ExpertConfig] | None, exc: ConfigError | None = None) -> None:
         """The router's settings cannot serve this set of expert applications (an artifact fitted on
         none of them, an expert sized against the memory budget): keep serving the last set it could,
         and say so in /health. `experts=None`: nothing is refused any more."""
