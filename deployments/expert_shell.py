@@ -18,11 +18,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from router_service.config.service import ExpertConfig
 from router_service.domain import ExpertDelta, ExpertReply, ExpertRequest
 
 log = logging.getLogger("coe.expert")
 
-DEFAULT_DRAIN_TIMEOUT_S = 60.0  # ExpertConfig.timeout_s's default, for a shell described without one
+# For a shell described without a `timeout_s`: the config's own default, not a copy of it.
+DEFAULT_DRAIN_TIMEOUT_S = float(ExpertConfig.model_fields["timeout_s"].default)
 
 
 class InFlight:
