@@ -21,6 +21,7 @@ from typing import Any
 from ray import serve
 
 from deployments.ray_backend import RAY_ERRORS, RayExpertBackend
+from router_service.config.service import budget_conflict
 from router_service.experts.errors import mapped_errors
 from router_service.serving.residency import ResidencyManager
 from router_service.serving.shared_residency import LeaseBook
@@ -43,6 +44,7 @@ class ResidencyCoordinator:
         self._discovery_task = None
         self._scan_lock = asyncio.Lock()
         self._discovery = None
+        self.unmanaged: dict[str, str] = {}  # discovered experts the budget cannot hold, and why
         if discovery is not None:  # the split form: the experts are the discovered expert applications
             from deployments.discovery import ExpertDiscovery
 
@@ -74,7 +76,21 @@ class ResidencyCoordinator:
     async def _scan(self) -> None:
         assert self._discovery is not None
         async with self._scan_lock:
-            found = {d.config.id: d.handle for d in await self._discovery.scan()}
+            found: dict[str, Any] = {}
+            unmanaged: dict[str, str] = {}
+            for discovered in await self._discovery.scan():
+                # An expert the budget cannot hold (several replicas, autoscaled) is neither counted
+                # nor loaded nor offloaded here: one replica's load or offload would misstate the
+                # memory it holds. The router refuses such a set out loud (its /health `refused`).
+                conflict = budget_conflict(discovered.config)
+                if conflict is None:
+                    found[discovered.config.id] = discovered.handle
+                else:
+                    unmanaged[discovered.config.id] = conflict
+            for expert_id, conflict in unmanaged.items():
+                if self.unmanaged.get(expert_id) != conflict:
+                    log.error("expert %s is outside the memory budget's control: %s", expert_id, conflict)
+            self.unmanaged = unmanaged
             if list(found) != self.order or any(found[e] is not self.handles[e] for e in found):
                 await self._take_experts(found)
 
@@ -131,7 +147,7 @@ class ResidencyCoordinator:
     async def state(self) -> dict[str, Any]:
         await self._ready()
         self.book.expire()
-        return self.book.state()
+        return {**self.book.state(), "unmanaged": dict(self.unmanaged)}
 
     async def check_health(self) -> None:
         self.book.expire()  # leases of dead holders go back even when no request comes

@@ -185,22 +185,29 @@ class RouterDeployment:
         if experts == self._refused_experts:
             return  # refused already; retried when the set or the router's settings change
         backends = {d.config.id: RayExpertBackend(d.config.id, d.handle) for d in found}
-        router = self.router
         try:
-            # Off the event loop: loading artifacts must not stall requests in flight.
-            built = await asyncio.to_thread(self._build, router, experts, backends) if router else (None, {})
+            built = await self._build_for_current_settings(experts, backends)
         except ConfigError as exc:
             self._set_refused(experts, exc)
             return
         self._set_refused(None)
         before = {e.id for e in self.experts}
         self.experts, self.backends = experts, backends
-        if router is not None and self.router is router:
+        if built is not None:
             self._install(built)
-        elif self.router is not None:
-            self._install(self._build(self.router, experts, backends))  # reconfigured meanwhile
         now = {e.id for e in experts}
         log.info("experts now %s (added %s, removed %s)", sorted(now), sorted(now - before), sorted(before - now))
+
+    async def _build_for_current_settings(self, experts: list[ExpertConfig], backends: dict[str, Any]):
+        """The service for these experts under the router settings current when the build ends (None
+        before the first settings arrive). Built off the event loop, so loading artifacts does not stall
+        requests in flight; a reconfigure meanwhile is built again, and either build's ConfigError
+        reaches the caller."""
+        while (router := self.router) is not None:
+            built = await asyncio.to_thread(self._build, router, experts, backends)
+            if self.router is router:
+                return built
+        return None
 
     def _set_refused(self, experts: list[ExpertConfig] | None, exc: ConfigError | None = None) -> None:
         """The router's settings cannot serve this set of expert applications (an artifact fitted on

@@ -382,16 +382,9 @@ class ServiceConfig(_Strict):
                 raise ValueError(f"{field}: '{expert_id}' is not a configured expert (experts: {known})")
         if self.residency.max_resident_experts is not None:
             for index, expert in enumerate(self.experts):
-                if expert.autoscaling_config is not None:
-                    raise ValueError(
-                        f"experts[{index}].autoscaling_config: not with residency.max_resident_experts "
-                        "(the router loads and offloads one replica of each expert)"
-                    )
-                if expert.num_replicas != 1:
-                    raise ValueError(
-                        f"experts[{index}].num_replicas: must be 1 when residency.max_resident_experts "
-                        "is set (the router loads and offloads the one replica)"
-                    )
+                conflict = budget_conflict(expert)
+                if conflict is not None:
+                    raise ValueError(f"experts[{index}].{conflict}")
         if self.aggregation.method == "synthesize" and self.aggregation.aggregator is None:
             raise ValueError("aggregation.aggregator: required when aggregation.method is 'synthesize'")
         return self
@@ -405,6 +398,22 @@ class ServiceConfig(_Strict):
             if expert.id == expert_id:
                 return expert
         raise KeyError(expert_id)
+
+
+def budget_conflict(expert: ExpertConfig) -> str | None:
+    """Why a memory budget (`residency.max_resident_experts`) cannot hold this expert, as "field: reason",
+    or None. One rule for the router's config check and the residency coordinator's discovered experts."""
+    if expert.autoscaling_config is not None:
+        return (
+            "autoscaling_config: not with residency.max_resident_experts "
+            "(the router loads and offloads one replica of each expert)"
+        )
+    if expert.num_replicas != 1:
+        return (
+            "num_replicas: must be 1 when residency.max_resident_experts "
+            "is set (the router loads and offloads the one replica)"
+        )
+    return None
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
