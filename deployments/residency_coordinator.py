@@ -135,7 +135,7 @@ class ResidencyCoordinator:
         await asyncio.shield(synced)
 
     async def acquire(self, expert_id: str, ttl_s: float, lease_id: str) -> dict[str, Any]:
-        if self._discovery is not None and expert_id not in self.handles:
+        if self._discovery is not None and expert_id not in self.handles and expert_id not in self.unmanaged:
             await self._scan()  # the router found a new expert application before we did
         await self._ready()
         return await self.book.acquire(expert_id, ttl_s, lease_id)

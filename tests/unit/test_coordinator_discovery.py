@@ -116,3 +116,29 @@ def test_an_autoscaled_expert_is_left_out_until_it_is_redeployed_with_one_replic
     # One replica now: counted under the budget like the others, and nothing is reported any more.
     assert after["unmanaged"] == {}
     assert len(after["resident"]) == 1
+
+
+def test_a_call_on_an_unmanaged_expert_passes_through_without_a_scan_per_call(served, monkeypatch):
+    """A router still serving the set it had before the expert was redeployed with two replicas calls
+    it through its old handle: the coordinator grants nothing to hold and does not rescan Serve's
+    applications on every such call (the discovery interval picks up a redeploy)."""
+    ids = list(ENTRIES)[:2]
+    served.extend(
+        [_discovered(ids[0], EngineHandle(loaded=True)), _discovered(ids[1], EngineHandle(loaded=True), num_replicas=2)]
+    )
+
+    async def run() -> tuple[dict[str, Any], int]:
+        coordinator = await _coordinator()
+        scans = []
+        scan = coordinator._scan
+
+        async def counted_scan() -> None:
+            scans.append(1)
+            await scan()
+
+        monkeypatch.setattr(coordinator, "_scan", counted_scan)
+        replies = [await coordinator.acquire(ids[1], 60.0, f"lease-{n}") for n in range(3)]
+        return replies[-1], len(scans)
+
+    reply, scans = asyncio.run(run())
+    assert reply["lease"] == "" and scans == 0
