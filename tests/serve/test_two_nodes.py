@@ -256,7 +256,7 @@ def _ask(base: str, content: str) -> httpx.Response:
     return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
 
 
-def _started_cluster(attempts: int = 2) -> tuple[TwoNodes, Path]:
+def _started_cluster(attempts: int = 2) -> TwoNodes:
     """A running head and worker. Starting them is this test's harness, not what it tests: a start that
     does not come up (seen once in CI: the head printed its IP, then nothing for START_TIMEOUT_S; the
     GCS and raylet logs that would say why went with the temp dir, so the error now carries them) is
@@ -268,7 +268,7 @@ def _started_cluster(attempts: int = 2) -> tuple[TwoNodes, Path]:
         cluster = TwoNodes(tmp)
         try:
             cluster.start()
-            return cluster, tmp
+            return cluster
         except RuntimeError as exc:
             cluster.stop()  # whatever did start goes
             shutil.rmtree(tmp, ignore_errors=True)
@@ -281,12 +281,12 @@ def _started_cluster(attempts: int = 2) -> tuple[TwoNodes, Path]:
 @pytest.fixture(scope="module")
 def two_nodes():
     pytest.importorskip("ray")
-    cluster, tmp = _started_cluster()
+    cluster = _started_cluster()
     try:
         yield cluster
     finally:
         cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(cluster.tmp, ignore_errors=True)
 
 
 def _serve_config(cluster: TwoNodes) -> dict:
