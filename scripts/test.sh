@@ -10,4 +10,6 @@ bash scripts/system_packages.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest tests "$@"
+# No path given: pytest runs `testpaths` (pyproject.toml: tests/). A path narrows the run, e.g.
+# `bash scripts/test.sh tests/serve -x`; options alone (-k, -x) keep every layer.
+exec .venv/bin/python -m pytest "$@"
