@@ -61,6 +61,7 @@ class ResidencyCoordinator:
             self.settings["load_window_s"],
             initially_resident=[],
             wait_timeout_s=self.settings["wait_timeout_s"],
+            switch_timeout_s=self.settings["switch_timeout_s"],
         )
 
     async def _discover_forever(self, settings: dict[str, Any]) -> None:
@@ -106,7 +107,10 @@ class ResidencyCoordinator:
         extra = self.book.manager.set_experts(backends, [e for e, up in zip(fresh, states) if up])
         for expert_id in extra:
             log.warning("expert %s was loaded beyond the budget; offloading it", expert_id)
-            await backends[expert_id].offload()
+            try:
+                await self.book.manager.offload(expert_id)
+            except Exception:  # bounded (switch_timeout_s); the other experts are taken all the same
+                log.error("expert %s: could not offload it; it holds memory past the budget", expert_id, exc_info=True)
         log.info("residency coordinator: experts now %s", self.order)
 
     @staticmethod
@@ -123,7 +127,8 @@ class ResidencyCoordinator:
         extra = self.book.manager.adopt(e for e, up in zip(self.order, states) if up)
         for expert_id in extra:
             log.warning("expert %s was loaded beyond the budget; offloading it", expert_id)
-            await self.backends[expert_id].offload()
+            # Bounded: a failed or timed-out offload fails this sync, and the next call runs it again.
+            await self.book.manager.offload(expert_id)
         log.info("residency coordinator: resident %s", self.book.manager.resident_ids())
 
     async def _ready(self) -> None:

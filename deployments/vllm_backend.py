@@ -54,6 +54,9 @@ class VLLMEngineBackend:
         self.engine: Any = None  # vllm's AsyncLLM once started; vLLM is imported only then
         self._tokenizer: Any = None
         self.sleeping = False
+        # One load or offload at a time, so an offload queued behind a load sees the engine it started.
+        self._switching = asyncio.Lock()
+        self._starting: asyncio.Future | None = None  # the engine start under way, in its thread
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,20 +83,30 @@ class VLLMEngineBackend:
     async def offload(self) -> None:
         """Free the expert's memory: vLLM sleep mode (level 1: weights to host RAM, KV cache dropped) where
         the platform has it (CUDA/ROCm/XPU); otherwise — e.g. vLLM CPU — shut the engine down."""
-        if self.engine is None or self.sleeping:
-            return
-        if self._sleep_mode():
-            await self.engine.sleep(level=1)
-            self.sleeping = True
-        else:
-            await asyncio.to_thread(self.shutdown)
+        async with self._switching:
+            if self._starting is not None and not self._starting.done():
+                # A load whose caller gave up left its engine starting: let it come up, then shut it
+                # down, instead of finding no engine now and leaving one running past the budget.
+                await asyncio.wait([self._starting])
+            if self.engine is None or self.sleeping:
+                return
+            if self._sleep_mode():
+                await self.engine.sleep(level=1)
+                self.sleeping = True
+            else:
+                await asyncio.to_thread(self.shutdown)
 
     async def load(self) -> None:
-        if self.sleeping:
-            await self.engine.wake_up()
-            self.sleeping = False
-        elif self.engine is None:
-            await asyncio.to_thread(self.start)
+        async with self._switching:
+            if self.sleeping:
+                await self.engine.wake_up()
+                self.sleeping = False
+            elif self.engine is None:
+                if self._starting is None or self._starting.done():
+                    self._starting = asyncio.ensure_future(asyncio.to_thread(self.start))
+                # Shielded: a caller that stops waiting (residency.switch_timeout_s) cannot stop a
+                # thread. The start goes on; the next load joins it, the next offload waits for it.
+                await asyncio.shield(self._starting)
 
     def is_loaded(self) -> bool:
         return self.engine is not None and not self.sleeping

@@ -269,6 +269,12 @@ class ResidencyConfig(_Strict):
         description="Longest wait for an expert to become resident (a free slot, then its load); past it "
         "the call fails over to the next candidate, or the request gets 503 with Retry-After.",
     )
+    switch_timeout_s: float = Field(
+        default=600.0,
+        gt=0.0,
+        description="Longest one load or offload may take (an engine start included); past it the switch is "
+        "given up, its waiters fail over or get 503, the expert is offloaded and its slot freed.",
+    )
     lease_ttl_s: float = Field(
         default=900.0,
         gt=0.0,

@@ -8,9 +8,10 @@ recently used idle expert when the budget is full. Backends that cannot offload 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -18,6 +19,12 @@ from typing import Any, Protocol
 from router_service.errors import CoEError, ExpertUnavailableError
 from router_service.experts.base import ExpertBackend, Offloadable
 from router_service.experts.errors import ErrorTable, mapped_errors
+
+log = logging.getLogger("coe.residency")
+
+
+class SwitchTimeoutError(ExpertUnavailableError):
+    """A load or offload outlived `residency.switch_timeout_s`."""
 
 
 def _not_loaded(expert_id: str, exc: BaseException) -> CoEError:
@@ -83,6 +90,7 @@ class ResidencyManager:
         load_window_s: float = 0.05,
         initially_resident: Iterable[str] | None = None,
         wait_timeout_s: float = 300.0,
+        switch_timeout_s: float = 600.0,
     ) -> None:
         self.backends = dict(backends)
         self.offloadable = {e: b for e, b in self.backends.items() if isinstance(b, Offloadable)}
@@ -92,6 +100,7 @@ class ResidencyManager:
         self.enabled = budget is not None and budget < len(self.managed)
         self.load_window_s = load_window_s
         self.wait_timeout_s = wait_timeout_s
+        self.switch_timeout_s = switch_timeout_s
         start = list(initially_resident) if initially_resident is not None else self.managed[: self.budget]
         self.resident: OrderedDict[str, None] = OrderedDict((e, None) for e in start if e in self.managed)
         self.in_use: dict[str, int] = {e: 0 for e in self.backends}
@@ -230,6 +239,30 @@ class ResidencyManager:
                 headers={"retry-after": str(max(int(self.wait_timeout_s // 10), 1))},
             ) from None
 
+    async def _within(self, step: Awaitable[None], expert_id: str, what: str) -> None:
+        """A load or offload that does not finish in time fails like one that errs: its waiters get the
+        error and its slot is freed, instead of holding the budget for ever (a replica that never comes
+        back, an engine start that hangs)."""
+        try:
+            await asyncio.wait_for(step, self.switch_timeout_s)
+        except asyncio.TimeoutError:
+            raise SwitchTimeoutError(
+                f"expert '{expert_id}': {what} did not finish within {self.switch_timeout_s:g} s "
+                f"(residency.switch_timeout_s)",
+                code="residency_timeout",
+                headers={"retry-after": str(max(int(self.wait_timeout_s // 10), 1))},
+            ) from None
+
+    async def offload(self, expert_id: str) -> None:
+        """Offload an expert outside a switch (one found loaded beyond the budget), under the same deadline."""
+        await self._within(self.offloadable[expert_id].offload(), expert_id, "offload")
+
+    async def _offload_quietly(self, expert_id: str) -> None:
+        try:
+            await self.offload(expert_id)
+        except Exception:
+            log.error("expert %s: could not offload it after its load timed out", expert_id, exc_info=True)
+
     def _start_load(self, expert_id: str, victim: str | None, record: ResidencyStats | None) -> asyncio.Future:
         """A load is counted for whoever started it (its `record`); requests that join it only wait."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -247,9 +280,15 @@ class ResidencyManager:
             started = time.perf_counter()
             with mapped_errors(expert_id, _LOAD_ERRORS):
                 if victim is not None:
-                    await self.offloadable[victim].offload()
+                    await self._within(self.offloadable[victim].offload(), victim, "offload")
                     self.unloading.discard(victim)
-                await self.offloadable[expert_id].load()
+                try:
+                    await self._within(self.offloadable[expert_id].load(), expert_id, "load")
+                except SwitchTimeoutError:
+                    # The engine may still come up after we stopped waiting: put it back down, so
+                    # an expert nobody counts does not hold memory beyond the budget.
+                    await self._offload_quietly(expert_id)
+                    raise
             for stats in self._records(record):
                 stats.add_switch(expert_id, victim is not None, time.perf_counter() - started)
             if expert_id in self.backends:  # not removed (set_experts) while it loaded

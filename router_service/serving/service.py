@@ -94,6 +94,7 @@ class RouterService:
             config.residency.max_resident_experts,
             config.residency.load_window_s,
             wait_timeout_s=config.residency.wait_timeout_s,
+            switch_timeout_s=config.residency.switch_timeout_s,
         )
         self.planner = Planner(config, self.cards, self.backends, self.strategies, self.default_strategy, self.metrics)
         annotator = config.router.skill_annotator

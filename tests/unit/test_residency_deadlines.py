@@ -98,3 +98,55 @@ async def test_a_request_whose_expert_cannot_become_resident_falls_back_to_one_t
         "message": routing["fallback"][0]["message"],
     }
     assert backends["text"].loads == 0
+
+
+class HangingOffload(OffloadableFakeExpert):
+    """An engine whose offload never returns (a replica that is gone and not coming back)."""
+
+    async def offload(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_load_that_hangs_is_given_up_after_switch_timeout_s_and_frees_its_slot():
+    backends = experts(loaded="")
+    backends["math"].load_delay_s = 3600.0  # never lands
+    manager = ResidencyManager(
+        backends, budget=1, load_window_s=0.0, initially_resident=[], wait_timeout_s=2.0, switch_timeout_s=0.1
+    )
+    with pytest.raises(ExpertUnavailableError) as refused:
+        async with manager.use("math"):
+            pass
+    assert refused.value.code == "residency_timeout"
+    assert "math" in refused.value.message and "residency.switch_timeout_s" in refused.value.message
+    # An engine that comes up late is put back down, and the budget is not held by the dead load.
+    assert backends["math"].offloads == 1 and not manager.loading and not manager.resident
+    async with manager.use("text"):
+        pass
+    assert backends["text"].loaded and list(manager.resident) == ["text"]
+
+
+async def test_an_offload_that_hangs_fails_its_switch_and_does_not_wedge_the_budget():
+    backends: dict[str, OffloadableFakeExpert] = {
+        "math": HangingOffload("math", loaded=True),
+        "text": OffloadableFakeExpert("text"),
+        "general": OffloadableFakeExpert("general"),
+    }
+    manager = ResidencyManager(
+        backends, budget=1, load_window_s=0.0, initially_resident=["math"], wait_timeout_s=2.0, switch_timeout_s=0.1
+    )
+    with pytest.raises(ExpertUnavailableError, match=r"'math': offload did not finish within 0.1 s"):
+        async with manager.use("text"):  # evicts math, whose offload never returns
+            pass
+    assert not manager.unloading and not manager.loading and backends["text"].loads == 0
+    async with manager.use("general"):  # the slot is free again
+        pass
+    assert list(manager.resident) == ["general"]
+
+
+async def test_offloading_outside_a_switch_has_the_same_deadline():
+    backends = {"math": HangingOffload("math", loaded=True), "text": OffloadableFakeExpert("text")}
+    manager = ResidencyManager(backends, budget=1, initially_resident=[], switch_timeout_s=0.1)
+    with pytest.raises(ExpertUnavailableError, match="residency.switch_timeout_s"):
+        # What the coordinator does with experts found beyond the budget (the outer bound only keeps this
+        # test from hanging should the deadline break).
+        await asyncio.wait_for(manager.offload("math"), 5.0)
