@@ -3,9 +3,9 @@
 The request declares every top-level field the official `openai` client can send on
 `chat.completions.create` (openai 3.63; tests/unit/test_openai_params.py checks the installed client)
 and forbids any other, so a typo or an unknown field is a 400 that names it instead of being silently
-ignored. Each declared field is honoured, accepted as a no-op
-(it cannot change the answer), or refused unless it has its "off" value (400, `param` = the field,
-`code` = unsupported_parameter). README "Request parameters" has the table; keep the two in step.
+ignored. Each declared field is honoured, accepted as a no-op (it cannot change the answer), or refused
+unless it has its "off" value (400, `param` = the field, `code` = unsupported_parameter).
+README "Request parameters" has the table; keep the two in step.
 """
 
 from __future__ import annotations
