@@ -232,11 +232,10 @@ class ResidencyManager:
         try:
             await asyncio.wait_for(waiting, max(deadline - time.perf_counter(), 0.0))
         except asyncio.TimeoutError:
-            raise ExpertUnavailableError(
+            raise self._timed_out(
+                ExpertUnavailableError,
                 f"expert '{expert_id}' did not become resident within {self.wait_timeout_s:g} s "
                 f"(memory budget {self.budget}; waited for {what})",
-                code="residency_timeout",
-                headers={"retry-after": str(max(int(self.wait_timeout_s // 10), 1))},
             ) from None
 
     async def _within(self, step: Awaitable[None], expert_id: str, what: str) -> None:
@@ -246,12 +245,17 @@ class ResidencyManager:
         try:
             await asyncio.wait_for(step, self.switch_timeout_s)
         except asyncio.TimeoutError:
-            raise SwitchTimeoutError(
+            raise self._timed_out(
+                SwitchTimeoutError,
                 f"expert '{expert_id}': {what} did not finish within {self.switch_timeout_s:g} s "
                 f"(residency.switch_timeout_s)",
-                code="residency_timeout",
-                headers={"retry-after": str(max(int(self.wait_timeout_s // 10), 1))},
             ) from None
+
+    def _timed_out(self, error: type[ExpertUnavailableError], message: str) -> ExpertUnavailableError:
+        """503 `residency_timeout` with Retry-After: retryable, so the caller falls back first."""
+        return error(
+            message, code="residency_timeout", headers={"retry-after": str(max(int(self.wait_timeout_s // 10), 1))}
+        )
 
     async def offload(self, expert_id: str) -> None:
         """Offload an expert outside a switch (one found loaded beyond the budget), under the same deadline."""
