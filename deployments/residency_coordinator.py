@@ -107,10 +107,7 @@ class ResidencyCoordinator:
         extra = self.book.manager.set_experts(backends, [e for e, up in zip(fresh, states) if up])
         for expert_id in extra:
             log.warning("expert %s was loaded beyond the budget; offloading it", expert_id)
-            try:
-                await self.book.manager.offload(expert_id)
-            except Exception:  # bounded (switch_timeout_s); the other experts are taken all the same
-                log.error("expert %s: could not offload it; it holds memory past the budget", expert_id, exc_info=True)
+            await self.book.manager.offload_or_log(expert_id)  # the other experts are taken all the same
         log.info("residency coordinator: experts now %s", self.order)
 
     @staticmethod

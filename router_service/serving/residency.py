@@ -261,11 +261,13 @@ class ResidencyManager:
         """Offload an expert outside a switch (one found loaded beyond the budget), under the same deadline."""
         await self._within(self.offloadable[expert_id].offload(), expert_id, "offload")
 
-    async def _offload_quietly(self, expert_id: str) -> None:
+    async def offload_or_log(self, expert_id: str) -> None:
+        """`offload`, for callers that go on either way; a failure is logged, since the expert may then
+        hold memory past the budget."""
         try:
             await self.offload(expert_id)
         except Exception:
-            log.error("expert %s: could not offload it after its load timed out", expert_id, exc_info=True)
+            log.error("expert %s: could not offload it; it may hold memory past the budget", expert_id, exc_info=True)
 
     def _start_load(self, expert_id: str, victim: str | None, record: ResidencyStats | None) -> asyncio.Future:
         """A load is counted for whoever started it (its `record`); requests that join it only wait."""
@@ -284,14 +286,14 @@ class ResidencyManager:
             started = time.perf_counter()
             with mapped_errors(expert_id, _LOAD_ERRORS):
                 if victim is not None:
-                    await self._within(self.offloadable[victim].offload(), victim, "offload")
+                    await self.offload(victim)
                     self.unloading.discard(victim)
                 try:
                     await self._within(self.offloadable[expert_id].load(), expert_id, "load")
                 except SwitchTimeoutError:
                     # The engine may still come up after we stopped waiting: put it back down, so
                     # an expert nobody counts does not hold memory beyond the budget.
-                    await self._offload_quietly(expert_id)
+                    await self.offload_or_log(expert_id)
                     raise
             for stats in self._records(record):
                 stats.add_switch(expert_id, victim is not None, time.perf_counter() - started)
