@@ -17,31 +17,10 @@ from router_service.domain import (
     TokenLogprob,
     TopLogprob,
 )
-from router_service.errors import CoEError, ConfigError, ExpertError, ExpertUnavailableError, InvalidRequestError
+from router_service.errors import CoEError, ExpertError, ExpertUnavailableError, InvalidRequestError
 from router_service.experts.errors import ErrorTable, mapped_errors
 
 log = logging.getLogger("coe.expert")
-
-
-def engine_arg_names() -> set[str]:
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
-    return {f.name for f in dataclasses.fields(AsyncEngineArgs)}
-
-
-def validate_engine_args(prefix: str, engine: dict[str, Any]) -> None:
-    """Unknown vLLM engine arguments fail at start-up, naming the field (not deep inside a replica).
-
-    `prefix` locates the expert in its config: "experts[2]." in one application, "" in its own."""
-    try:
-        names = engine_arg_names()
-    except ImportError:  # vLLM not installed in this process: the replica will report it instead
-        return
-    for key in engine:
-        if key == "model":
-            raise ConfigError(f"{prefix}engine.model: set the model with {prefix}model")
-        if key not in names:
-            raise ConfigError(f"{prefix}engine.{key}: not a vLLM engine argument")
 
 
 class VLLMEngineBackend:

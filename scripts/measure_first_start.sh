@@ -2,7 +2,8 @@
 # Measures the README's first command from nothing: a fresh clone, a new .venv, an empty model cache.
 # Prints the time to install, and the time `serve run deployments/coe.yaml` takes to answer /health
 # with every expert healthy (this first start trains the specialists, converts the generalist, measures
-# every model and fits the routers). Asks two questions, then stops the service.
+# every model and fits the routers). Asks two questions, stops the service, and times a later start
+# (everything cached) the same way.
 # Usage: bash scripts/measure_first_start.sh [WORKDIR]   (default /tmp/coe-first-start)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,11 +16,6 @@ t0=$(date +%s)
 bash scripts/setup.sh
 t1=$(date +%s)
 . .venv/bin/activate
-RAY_ADDRESS=local serve run deployments/coe.yaml > serve.log 2>&1 &
-pid=$!
-# A backgrounded `serve run` ignores SIGINT: stop it with TERM, then stop the local Ray cluster it started
-# (`ray stop --force` stops every Ray process on this machine).
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; ray stop --force >/dev/null 2>&1 || true' EXIT
 # Healthy = every expert application of coe.yaml found by the router and healthy.
 all_experts_healthy() {
     python - <<'PY'
@@ -33,17 +29,38 @@ except (httpx.HTTPError, ValueError):
 sys.exit(0 if health.get("status") == "ok" and expected <= set(health.get("experts", {})) else 1)
 PY
 }
-until all_experts_healthy; do
-    kill -0 $pid 2>/dev/null || { tail -50 serve.log; echo "serve run exited"; exit 1; }
-    sleep 2
-done
+pid=
+# A backgrounded `serve run` ignores SIGINT: stop it with TERM, then stop the local Ray cluster it started
+# (`ray stop --force` stops every Ray process on this machine).
+stop_service() {
+    [ -n "$pid" ] && { kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; }
+    pid=
+    ray stop --force >/dev/null 2>&1 || true
+}
+trap stop_service EXIT
+# Starts `serve run deployments/coe.yaml` and returns once every expert is healthy.
+start_until_healthy() {
+    RAY_ADDRESS=local serve run deployments/coe.yaml > "$1" 2>&1 &
+    pid=$!
+    until all_experts_healthy; do
+        kill -0 $pid 2>/dev/null || { tail -50 "$1"; echo "serve run exited"; exit 1; }
+        sleep 2
+    done
+}
+start_until_healthy serve.log
 t2=$(date +%s)
 for question in "What is 37+45?" "What is the capital of France?"; do
     curl -s -D - http://127.0.0.1:8000/v1/chat/completions -H 'content-type: application/json' \
         -d "{\"model\":\"coe\",\"messages\":[{\"role\":\"user\",\"content\":\"$question\"}]}" \
         | grep -E '^x-coe-experts|"content"' | sed -E 's/.*"content":"([^"]*)".*/answer: \1/'
 done
+# A later start: every model, quality record and router is cached now.
+stop_service
+t3=$(date +%s)
+start_until_healthy serve-later.log
+t4=$(date +%s)
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -m)"
 echo "install (scripts/setup.sh): $((t1 - t0)) s"
 echo "serve run to healthy (zoo build + engine starts): $((t2 - t1)) s"
 echo "total from nothing to serving: $((t2 - t0)) s"
+echo "later start, everything cached (serve run to healthy): $((t4 - t3)) s"

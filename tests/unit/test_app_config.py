@@ -186,22 +186,23 @@ def test_one_list_of_the_settings_that_name_experts():
         assert field in message and "'ghost' is not a configured expert" in message
 
 
+class Recorder:
+    """Stands in for a Serve deployment: records what `bind_expert` passes to `.options()`."""
+
+    seen: dict
+
+    def options(self, **options):
+        self.seen = options
+        return self
+
+    def bind(self, *args, **kwargs):
+        return self
+
+
 def test_custom_resources_reach_the_expert_replica_ray_actor_options():
     """`resources.custom` pins an expert to the nodes started with `ray start --resources` (README, "GPU and
     cluster deployment"): Serve gets it as the replica's `ray_actor_options["resources"]`."""
     from deployments.app import bind_expert
-
-    class Recorder:
-        """Stands in for the Serve deployment: records what `bind_expert` passes to `.options()`."""
-
-        seen: dict
-
-        def options(self, **options):
-            self.seen = options
-            return self
-
-        def bind(self, *args, **kwargs):
-            return self
 
     entry = config_dict()["experts"][0]
     pinned, plain = Recorder(), Recorder()
@@ -222,3 +223,22 @@ def test_an_expert_autoscaling_config_is_checked_by_serve_and_unknown_keys_are_n
         validate_autoscaling("experts[1].", {"min_replica": 0})
     with pytest.raises(ConfigError, match=r"experts\[1\].autoscaling_config: max_replicas \(1\) must be"):
         validate_autoscaling("experts[1].", {"min_replicas": 2, "max_replicas": 1})
+
+
+def test_a_cpu_expert_replica_runs_the_vllm_worker_in_the_engine_core_process_unless_its_env_says_otherwise():
+    """`deployments/app.py` gives CPU replicas VLLM_ENABLE_V1_MULTIPROCESSING=0 (one process fewer per engine,
+    README "Engines start eager"); a GPU replica keeps vLLM's defaults, and an expert's `env` wins."""
+    from deployments.app import bind_expert
+
+    entry = config_dict()["experts"][0]
+    cpu, gpu, overridden = Recorder(), Recorder(), Recorder()
+    bind_expert(parse_expert_app_config(entry), cpu)
+    bind_expert(parse_expert_app_config({**entry, "resources": {"num_gpus": 1}}), gpu)
+    bind_expert(parse_expert_app_config({**entry, "env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}}), overridden)
+
+    def env(recorder: Recorder) -> dict:
+        return recorder.seen["ray_actor_options"]["runtime_env"]["env_vars"]
+
+    assert env(cpu)["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env(cpu)["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env(gpu)
+    assert env(overridden)["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
