@@ -23,7 +23,10 @@ expected=$(python -c 'from deployments.serve_config import load_serve_config as 
 all_experts_healthy() {
     curl -sf --max-time 5 http://127.0.0.1:8000/health | python3 -c '
 import json, sys
-health = json.load(sys.stdin)
+try:
+    health = json.load(sys.stdin)
+except ValueError:  # not up yet: curl printed nothing
+    sys.exit(1)
 sys.exit(0 if health.get("status") == "ok" and set(sys.argv[1:]) <= set(health.get("experts", {})) else 1)
 ' $expected
 }
