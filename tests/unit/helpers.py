@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,6 +14,17 @@ from router_service.config.service import parse_service_config
 from router_service.experts.fake import FakeExpertBackend
 from router_service.routing.embedding import HashingEmbedder
 from router_service.serving.assembly import build_service
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY_MODULES = ("torch", "transformers", "vllm", "ray")
+
+
+def heavy_imports_of(statements: str, heavy: tuple[str, ...] = HEAVY_MODULES) -> list[str]:
+    """Which of `heavy` a fresh interpreter at the repo root has imported after running `statements`
+    (fresh, so modules other tests imported cannot hide an import)."""
+    code = f"import sys\n{statements}\nprint(*sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return out.stdout.split()
 
 
 def config_dict(**router: Any) -> dict[str, Any]:
