@@ -1,10 +1,11 @@
 """Unknown vLLM engine arguments in a config fail at start-up, naming the field, not deep inside a replica.
 
 The names are those of vLLM's `AsyncEngineArgs` dataclass. They are read from vLLM's own source
-(`vllm/engine/arg_utils.py`) rather than by importing vLLM: the import costs about 14 CPU-seconds, and
-every expert application's build paid it on every start, all at once, on the same cores as the engines
-starting next to them. Where the source does not have the expected shape (another vLLM layout), the
-names come from the import, as before. `tests/unit/test_engine_args.py` checks that both agree.
+(`vllm/engine/arg_utils.py`) rather than by importing vLLM: the import (torch, transformers and vLLM)
+took longer than all the rest of an expert application's build, and every build paid it on every start,
+all at once, on the same cores as the engines starting next to them. Where the source does not have the
+expected shape (another vLLM layout), the names come from the import, as before.
+`tests/unit/test_engine_args.py` checks that both agree.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class ExpertConfig(_Strict):
         default_factory=dict,
         description="Environment variables for the replica. A CPU expert (`num_gpus: 0`) gets "
         "`VLLM_CPU_KVCACHE_SPACE=1` and `VLLM_ENABLE_V1_MULTIPROCESSING=0` unless set here (README "
-        '"Engines start eager").',
+        '"One process fewer per CPU engine").',
     )
     timeout_s: float = Field(default=60.0, gt=0.0, description="Per call (and per streamed piece); then 504/fallback.")
     start_loaded: bool = Field(
