@@ -30,6 +30,8 @@ import sys
 import time
 from typing import Any
 
+from deployments.engine_args import CPU_ENGINE_ENV  # the CPU replicas' environment, as served
+
 VARIANTS: dict[str, tuple[bool, str]] = {  # name -> (enforce_eager, VLLM_ENABLE_V1_MULTIPROCESSING)
     "eager": (True, "0"),
     "eager-worker-process": (True, "1"),
@@ -72,7 +74,7 @@ def _child(model: str, max_len: int, variant: str) -> None:
 
 
 def _run_variant(model: str, max_len: int, variant: str) -> str:
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": VARIANTS[variant][1]}
+    env = {**os.environ, **CPU_ENGINE_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": VARIANTS[variant][1]}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     proc = subprocess.run(

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from deployments.engine_args import CPU_ENGINE_ENV, validate_engine_args
 from deployments.model_files import ensure_model, ensure_quality_record
 from router_service.config.apps import RouterAppConfig, parse_expert_app_config, parse_router_app_config
 from router_service.config.gateway import GatewayConfig
@@ -32,8 +33,6 @@ def _resolve_path(path: str, base_dir: Path) -> str:
 
 def prepare_expert(expert: ExpertConfig, prefix: str, base_dir: Path, check_engine_args: bool = True) -> ExpertConfig:
     """Check engine args, make missing model files, and make a local model path absolute."""
-    from deployments.engine_args import validate_engine_args
-
     if check_engine_args:
         validate_engine_args(prefix, expert.engine)
     if expert.autoscaling_config is not None:
@@ -128,17 +127,6 @@ def prepare_config(
 
 def deployment_name(expert_id: str) -> str:
     return "expert-" + re.sub(r"[^A-Za-z0-9._-]", "_", expert_id)
-
-
-# What a CPU expert's replica needs from vLLM, unless the expert's `env` says otherwise:
-# - VLLM_CPU_KVCACHE_SPACE: GiB of KV cache; without it each engine reserves a large share of RAM.
-# - VLLM_ENABLE_V1_MULTIPROCESSING=0: on CPU, vLLM otherwise runs the model in a third process
-#   (engine core + one "multiproc executor" worker), each importing torch and vLLM again. At 0 the
-#   worker runs inside the engine-core process; AsyncLLM still keeps the engine core in its own
-#   process. Measured with `python bench/engine_start.py models/smollm2-135m-instruct 1024` (README
-#   "One process fewer per CPU engine"): SmolLM2's engine start went from about 35 s to 20 s, and
-#   generation was no slower.
-CPU_ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def _expert_actor_options(expert) -> dict[str, Any]:

@@ -6,6 +6,8 @@ took longer than all the rest of an expert application's build, and every build 
 all at once, on the same cores as the engines starting next to them. Where the source does not have the
 expected shape (another vLLM layout), the names come from the import, as before.
 `tests/unit/test_engine_args.py` checks that both agree.
+
+`CPU_ENGINE_ENV` is the environment a CPU expert's replica starts its engine in.
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ from typing import Any
 from router_service.errors import ConfigError
 
 _ARGS_MODULE = ("engine", "arg_utils.py")
+
+# What a CPU expert's replica needs from vLLM, unless the expert's `env` says otherwise:
+# - VLLM_CPU_KVCACHE_SPACE: GiB of KV cache; without it each engine reserves a large share of RAM.
+# - VLLM_ENABLE_V1_MULTIPROCESSING=0: on CPU, vLLM otherwise runs the model in a third process
+#   (engine core + one "multiproc executor" worker), each importing torch and vLLM again. At 0 the
+#   worker runs inside the engine-core process; AsyncLLM still keeps the engine core in its own
+#   process. Measured with `python bench/engine_start.py models/smollm2-135m-instruct 1024` (README
+#   "One process fewer per CPU engine"): SmolLM2's engine start went from about 35 s to 20 s, and
+#   generation was no slower.
+CPU_ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def engine_arg_names() -> set[str]:
