@@ -1,4 +1,4 @@
-"""vLLM CPU engine start and generation time, as the stack's experts start engines (`AsyncLLM`), per variant.
+"""vLLM CPU engine start and generation time, as the stack's experts start engines, per variant.
 
     python bench/engine_start.py MODEL_DIR MAX_LEN [--variants eager eager-worker-process compiled]
 
@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from deployments.engine_args import CPU_ENGINE_ENV  # the CPU replicas' environment, as served
+from router_service.domain import ExpertRequest, GenerationParams, Message
 
 VARIANTS: dict[str, tuple[bool, str]] = {  # name -> (enforce_eager, VLLM_ENABLE_V1_MULTIPROCESSING)
     "eager": (True, "0"),
@@ -41,30 +42,26 @@ PROMPTS = ["What is 37+45?", "What is the capital of France?"] * 8
 
 
 async def _measure(model: str, max_len: int, eager: bool) -> dict[str, Any]:
-    from vllm import SamplingParams
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.v1.engine.async_llm import AsyncLLM
+    """Start and ask through the experts' own backend, so the bench measures the served code path."""
+    # Imported before the clock: "engine start" excludes the import; the process columns include it.
+    import vllm.v1.engine.async_llm  # noqa: F401
 
+    from deployments.vllm_backend import VLLMEngineBackend
+
+    engine_args = {"dtype": "float32", "max_model_len": max_len, "max_num_seqs": 16, "enforce_eager": eager}
+    backend = VLLMEngineBackend("bench", model, engine_args)
     started = time.time()
-    engine = AsyncLLM.from_engine_args(
-        AsyncEngineArgs(model=model, dtype="float32", max_model_len=max_len, max_num_seqs=16, enforce_eager=eager)
-    )
+    backend.start()
     start_s = time.time() - started
-    tokenizer: Any = engine.get_tokenizer()
 
     async def answer(i: int, prompt: str) -> str:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-        prompt_ids: Any = {"prompt_token_ids": list(ids if isinstance(ids, list) else ids["input_ids"])}
-        final = None
-        params = SamplingParams(temperature=0, max_tokens=32)
-        async for out in engine.generate(prompt_ids, params, request_id=str(i)):
-            final = out  # with the default output kind, the last output holds the whole text
-        return final.outputs[0].text if final else ""
+        request = ExpertRequest(str(i), [Message("user", prompt)], GenerationParams(max_tokens=32))
+        return (await backend.chat(request)).text
 
     started = time.time()
     answers = await asyncio.gather(*(answer(i, p) for i, p in enumerate(PROMPTS)))
     generate_s = time.time() - started
-    engine.shutdown()
+    backend.shutdown()
     return {"start_s": start_s, "generate_s": generate_s, "answers": answers[:2]}
 
 

@@ -9,11 +9,11 @@ Model building (torch) lives in the top-level `zoo` package; vLLM and Ray live i
 
 import ast
 import pkgutil
-import subprocess
-import sys
 from pathlib import Path
 
 import router_service
+
+from .helpers import heavy_imports_of
 
 FORBIDDEN = ("ray", "vllm", "torch")
 PACKAGE_DIR = Path(router_service.__file__).parent
@@ -54,15 +54,8 @@ def test_no_core_module_names_ray_vllm_or_torch():
 
 
 def test_importing_every_core_module_loads_neither_ray_vllm_nor_torch():
-    # A fresh interpreter, so modules imported by other tests cannot hide an import.
-    code = (
-        "import sys, importlib\n"
-        f"for m in {core_modules()!r}: importlib.import_module(m)\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
-        "print(','.join(bad))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"heavy modules imported by the core: {out.stdout.strip()}"
+    bad = heavy_imports_of(f"import importlib\nfor m in {core_modules()!r}: importlib.import_module(m)", FORBIDDEN)
+    assert bad == [], f"heavy modules imported by the core: {bad}"
 
 
 def test_the_public_surface_resolves_and_stays_small():
