@@ -39,12 +39,15 @@ stop_service() {
     ray stop --force >/dev/null 2>&1 || true
 }
 trap stop_service EXIT
-# Starts `serve run deployments/coe.yaml` and returns once every expert is healthy.
+# Starts `serve run deployments/coe.yaml` and returns once every expert is healthy; gives up after
+# MEASURE_TIMEOUT_S (default 3600 s) rather than wait on a start that hangs.
 start_until_healthy() {
     RAY_ADDRESS=local serve run deployments/coe.yaml > "$1" 2>&1 &
     pid=$!
+    local deadline=$((SECONDS + ${MEASURE_TIMEOUT_S:-3600}))
     until all_experts_healthy; do
         kill -0 $pid 2>/dev/null || { tail -50 "$1"; echo "serve run exited"; exit 1; }
+        [ $SECONDS -lt $deadline ] || { tail -50 "$1"; echo "not healthy after ${MEASURE_TIMEOUT_S:-3600} s"; exit 1; }
         sleep 2
     done
 }
